@@ -1,0 +1,56 @@
+"""Activation: push each consent-filtered audience to the email engine (diff sync)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+
+from pipelines.resources import EmailEngineResource, PrivacyResource, WarehouseResource
+from services.sync import sync_audience
+
+
+class SyncConfig(dg.Config):
+    audiences: list[str] = []  # empty: every audience in marts.segment_catalog
+    mode: str = "mirror"  # upsert | mirror | append
+    dry_run: bool = False
+    evaluation_date: str = ""  # YYYY-MM-DD; empty: today
+
+
+@dg.asset(
+    group_name="activate",
+    deps=[dg.AssetKey("audience_membership"), dg.AssetKey("segment_catalog")],
+    description="Audiences synced to the email engine; ledger and sync state in activation.*.",
+)
+def audience_syncs(
+    context: dg.AssetExecutionContext,
+    config: SyncConfig,
+    warehouse: WarehouseResource,
+    privacy: PrivacyResource,
+    email_engine: EmailEngineResource,
+) -> dg.MaterializeResult:
+    day = date.fromisoformat(config.evaluation_date) if config.evaluation_date else None
+    engine = email_engine.engine()
+    totals = {"added": 0, "updated": 0, "removed": 0, "excluded": 0, "rejected": 0}
+    per_audience = {}
+    with warehouse.warehouse().connect() as conn:
+        audiences = config.audiences or [
+            name for (name,) in conn.execute(
+                "select audience from marts.segment_catalog order by audience"
+            )
+        ]
+        for audience in audiences:
+            result = sync_audience(
+                conn, engine, privacy.vault_cipher(),
+                destination=email_engine.destination, audience=audience, day=day,
+                mode=config.mode, dry_run=config.dry_run,
+            )
+            summary = result.as_dict()
+            per_audience[audience] = {k: summary[k] for k in totals}
+            for key in totals:
+                totals[key] += summary[key]
+            context.log.info(f"synced {audience}: {per_audience[audience]}")
+    return dg.MaterializeResult(
+        metadata={**totals, "audiences": per_audience, "dry_run": config.dry_run,
+                  "destination": email_engine.destination}
+    )

@@ -1,0 +1,108 @@
+"""The warehouse: which PostgreSQL to use, how to connect, and the schema the hub needs.
+
+With no DATABASE_URL the hub starts its embedded PostgreSQL under the state folder; with
+DATABASE_URL it uses that server. dbt reads the same connection through environment
+variables (`dbt_env`), so Python and dbt always talk to the same database.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import psycopg
+
+from connectors.warehouse.embedded import socket_dir_of, start_embedded
+from domain.policy import FieldPolicy, default_policy, landing_columns
+
+DEFAULT_STATE_DIR = Path(".hub")
+
+
+def state_dir() -> Path:
+    """Where local state lives (embedded database, keyring, sandbox): HUB_STATE_DIR or .hub."""
+    return Path(os.environ.get("HUB_STATE_DIR", DEFAULT_STATE_DIR)).resolve()
+
+
+def landing_table(entity: str) -> str:
+    return f"landing.{entity}s"
+
+
+@dataclass
+class Warehouse:
+    """A PostgreSQL database the hub owns a set of schemas in."""
+
+    database_url: str | None = None
+    state_path: Path | None = None
+    keep_running: bool = False
+
+    def __post_init__(self) -> None:
+        self._url: str | None = None
+
+    @classmethod
+    def from_env(cls, keep_running: bool = False) -> Warehouse:
+        return cls(os.environ.get("DATABASE_URL") or None, state_dir(), keep_running)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    def url(self) -> str:
+        if self._url is None:
+            if self.database_url:
+                self._url = self.database_url
+            else:
+                folder = (self.state_path or state_dir()) / "pg"
+                self._url = start_embedded(folder, keep_running=self.keep_running)
+        return self._url
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.url(), **kwargs)
+
+    def ensure_schema(self, policy: FieldPolicy | None = None) -> None:
+        ddl = (resources.files("connectors.warehouse") / "schema.sql").read_text()
+        with self.connect() as conn:
+            # Serialise concurrent first starts (parallel Dagster steps) on one lock.
+            conn.execute("select pg_advisory_xact_lock(7262001)")
+            conn.execute(ddl)
+            conn.execute(landing_ddl(policy or default_policy()))
+
+    def dbt_env(self) -> dict[str, str]:
+        """Connection settings for dbt's profiles.yml (read through env_var())."""
+        parsed = urlparse(self.url())
+        host = socket_dir_of(self.url()) or parsed.hostname or "localhost"
+        return {
+            "HUB_PG_HOST": host,
+            "HUB_PG_PORT": str(parsed.port or 5432),
+            "HUB_PG_USER": unquote(parsed.username or "postgres"),
+            "HUB_PG_PASSWORD": unquote(parsed.password or ""),
+            "HUB_PG_DBNAME": parsed.path.lstrip("/") or "postgres",
+        }
+
+    def display_url(self) -> str:
+        """The URL with any password masked, for logs and summaries."""
+        parsed = urlparse(self.url())
+        if parsed.password:
+            return self.url().replace(f":{parsed.password}@", ":***@", 1)
+        return self.url()
+
+
+def landing_ddl(policy: FieldPolicy) -> str:
+    """CREATE TABLE statements for landing.<entity>s, derived from the field policy."""
+    statements = []
+    for entity, entity_policy in policy.entities.items():
+        columns = ",\n    ".join(f"{c.name} {c.sql_type}" for c in landing_columns(entity_policy))
+        table = landing_table(entity)
+        statements.append(
+            f"create table if not exists {table} (\n"
+            "    row_id bigserial primary key,\n"
+            "    file_id bigint not null references landing.source_files (file_id),\n"
+            "    source text not null,\n"
+            "    position text not null,\n"
+            f"    {columns},\n"
+            "    loaded_at timestamptz not null default now()\n);\n"
+            f"create index if not exists {entity}s_subject on {table} (subject_token);"
+        )
+    return "\n".join(statements)

@@ -1,0 +1,1 @@
+"""Domain logic of audience-hub: plain Python, no Dagster, no I/O beyond what is passed in."""

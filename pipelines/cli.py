@@ -1,0 +1,187 @@
+"""The `hub` command line: what data engineers and marketing ops run by hand.
+
+Errors are shown as one line naming what failed and what to do, never a stack trace that
+could carry PHI (set HUB_DEBUG=1 for tracebacks while developing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="audience-hub: EHR/CRM data in, consent-filtered audiences out.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
+engine_app = typer.Typer(help="The local SANDBOX email engine.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(engine_app, name="engine")
+app.add_typer(audit_app, name="audit")
+console = Console(stderr=True)
+
+
+def _warehouse(keep_running: bool = True):
+    from connectors.warehouse.database import Warehouse
+
+    warehouse = Warehouse.from_env(keep_running=keep_running)
+    warehouse.ensure_schema()
+    return warehouse
+
+
+def _privacy():
+    from pipelines.resources import PrivacyResource
+
+    return PrivacyResource()
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., "--out", help="Folder to write fhir/, hl7/, crm/ into."),
+    patients: int = typer.Option(1000, "--patients", min=1),
+    seed: int = typer.Option(7, "--seed"),
+) -> None:
+    """Write a synthetic population as FHIR NDJSON, HL7 v2 and CRM CSV (deterministic)."""
+    from synthetic.generate import generate as run
+
+    summary = run(out, patients=patients, seed=seed)
+    console.print(f"wrote {patients:,} patients to {out}")
+    typer.echo(json.dumps(summary.as_dict() if hasattr(summary, "as_dict") else str(summary)))
+
+
+@app.command()
+def ingest(
+    uris: list[str] = typer.Argument(..., help="Files: local paths or s3://, sftp://, https://"),
+    source: str | None = typer.Option(None, help="fhir | hl7 | crm (default: from the name)"),
+    mode: str = typer.Option("fast", help="FHIR validation: fast | strict"),
+    as_json: bool = typer.Option(False, "--json", help="Per-file counts as JSON (no PHI)."),
+) -> None:
+    """Load files into the warehouse; print read / loaded / quarantined per file."""
+    from services.ingest import ingest_uris
+
+    warehouse = _warehouse()
+    with warehouse.connect() as conn:
+        results = ingest_uris(conn, uris, _privacy().protector(), source, mode)
+    rows = [r.as_dict() for r in results]
+    if as_json:
+        typer.echo(json.dumps({"files": rows}, indent=2))
+    else:
+        for row in rows:
+            note = " (already loaded)" if row["skipped"] else ""
+            typer.echo(f"{row['uri']}: read {row['read']}, loaded {row['loaded']},"
+                       f" quarantined {row['quarantined']}{note}")
+    if any(r["read"] != r["loaded"] + r["quarantined"] for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    patients: int = typer.Option(2000, "--patients", min=10),
+    seed: int = typer.Option(7, "--seed"),
+) -> None:
+    """Generate a small population and run every stage end to end, then summarise."""
+    from pipelines.demo import run_demo
+
+    run_demo(patients, seed, Console())
+
+
+@app.command()
+def sync(
+    audience: str = typer.Argument(..., help="Audience (segment) name, see marts.segment_catalog"),
+    to: str = typer.Option("sandbox", "--to", help="Destination name."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; push nothing."),
+    mode: str = typer.Option("mirror", help="upsert | mirror | append"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Sync one audience to the email engine (diff against what was last synced)."""
+    from pipelines.definitions import resources
+    from services.sync import sync_audience
+
+    engine_resource = resources()["email_engine"]
+    warehouse = _warehouse()
+    try:
+        with warehouse.connect() as conn:
+            result = sync_audience(
+                conn, engine_resource.engine(), _privacy().vault_cipher(),
+                destination=to, audience=audience, mode=mode, dry_run=dry_run,
+            )
+    finally:
+        engine_resource.teardown_after_execution(None)
+    summary = result.as_dict()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        label = "DRY RUN: would push" if dry_run else "pushed"
+        typer.echo(f"{audience} -> {to}: {label} {summary['added']} adds, "
+                   f"{summary['updated']} updates, {summary['removed']} removes; "
+                   f"excluded {summary['excluded']} {summary['excluded_by_reason']}; "
+                   f"rejected {summary['rejected']}")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the warehouse connection string (starts the embedded server if needed)."""
+    typer.echo(_warehouse(keep_running=True).url())
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server (no-op with DATABASE_URL)."""
+    from connectors.warehouse.database import state_dir
+    from connectors.warehouse.embedded import stop_embedded
+
+    stopped = stop_embedded(state_dir() / "pg")
+    typer.echo("stopped" if stopped else "not running")
+
+
+@engine_app.command("serve")
+def engine_serve(
+    port: int = typer.Option(8443, help="Port on 127.0.0.1."),
+    seed: int = typer.Option(7),
+) -> None:
+    """Run the SANDBOX engine over HTTPS on loopback until interrupted."""
+    from connectors.warehouse.database import state_dir
+    from sandbox.engine import serve
+
+    serve(state_dir() / "sandbox", port=port, seed=seed)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Prove the audit chain unbroken, or name the first bad record."""
+    from connectors.warehouse.audit import verify_chain
+
+    with _warehouse().connect() as conn:
+        intact, bad_id, checked = verify_chain(conn)
+    if intact:
+        typer.echo(f"audit chain intact: {checked} records verified")
+    else:
+        typer.echo(f"audit chain BROKEN at record {bad_id} (after {checked} good records)")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point that turns unexpected errors into one PHI-free line."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as error:  # noqa: BLE001 - the last line of defence for operators
+        if os.environ.get("HUB_DEBUG"):
+            raise
+        console.print(f"[red]error:[/] {type(error).__name__} in {_where(error)}."
+                      " Re-run with HUB_DEBUG=1 for details (may include record values).")
+        sys.exit(2)
+
+
+def _where(error: BaseException) -> str:
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown location"
+    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"

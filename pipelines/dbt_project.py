@@ -1,0 +1,37 @@
+"""The dbt project, wired once: a cached factory and a translator shared by every dbt asset."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from dagster_dbt import DagsterDbtTranslator, DbtProject
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def dbt_project_dir() -> Path:
+    return Path(os.environ.get("HUB_DBT_PROJECT_DIR", REPO_ROOT / "dbt_project")).resolve()
+
+
+@cache
+def dbt_project() -> DbtProject:
+    """The DbtProject, with its manifest parsed on first use if it is missing."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    project_dir = dbt_project_dir()
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    if not project.manifest_path.exists():
+        project.preparer.prepare(project)
+    return project
+
+
+class HubDbtTranslator(DagsterDbtTranslator):
+    """Groups dbt assets by layer folder (staging, intermediate, marts, ...)."""
+
+    def get_group_name(self, dbt_resource_props):
+        if dbt_resource_props["resource_type"] != "model":
+            return super().get_group_name(dbt_resource_props)
+        parts = dbt_resource_props.get("fqn", [])
+        layer = parts[1] if len(parts) > 2 else "dbt"
+        return f"dbt_{layer}"

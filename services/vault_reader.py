@@ -1,0 +1,46 @@
+"""Decrypt the contact fields a send needs, in memory only, and audit every read."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import psycopg
+
+from connectors.warehouse.audit import record_audit
+from domain.vault_cipher import VaultCipher
+
+
+def read_contacts(
+    conn: psycopg.Connection,
+    cipher: VaultCipher,
+    person_tokens: Sequence[str],
+    columns: Iterable[str],
+    purpose: str,
+    reason: str,
+) -> dict[str, dict[str, str]]:
+    """person token -> {column: plaintext}, taking each column's newest value across the
+    person's source subjects. Only the named columns are decrypted (minimum necessary)."""
+    wanted = sorted(set(columns))
+    rows = conn.execute(
+        "select x.person_token, v.subject_token, v.column_name, v.key_version, v.ciphertext"
+        " from landing.person_xref x"
+        " join vault.contact_fields v on v.subject_token = x.subject_token"
+        " where x.person_token = any(%s) and v.column_name = any(%s)"
+        " order by x.person_token, v.column_name, v.effective_at desc nulls last,"
+        "   v.subject_token",
+        (list(person_tokens), wanted),
+    )
+    contacts: dict[str, dict[str, str]] = defaultdict(dict)
+    for person, subject, column, key_version, blob in rows:
+        if column not in contacts[person]:
+            contacts[person][column] = cipher.decrypt(subject, column, key_version, blob)
+    record_audit(
+        conn,
+        "vault_decrypt",
+        f"vault.contact_fields[{','.join(wanted)}] for {reason}",
+        len(contacts),
+        purpose=purpose,
+        role="hub_sender",
+    )
+    return contacts

@@ -1,0 +1,145 @@
+"""The loader protects and lands records in one transaction, against real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from connectors.warehouse.audit import record_audit, verify_chain
+from connectors.warehouse.loader import load_file
+from domain.keys import KeyringFileProvider
+from domain.policy import default_policy
+from domain.protect import Protector
+from domain.records import Rejection, SourceRecord
+
+CANARY_NAME = "Zyxwanda"
+CANARY_EMAIL = "zyxwanda.canary@example.org"
+
+
+@pytest.fixture()
+def protector(hub_state: Path) -> Protector:
+    provider = KeyringFileProvider(hub_state / "keyring.json")
+    return Protector(default_policy(), provider.tokenizer(), provider.vault_cipher())
+
+
+def _patient(subject_id: str, position: str) -> SourceRecord:
+    return SourceRecord(
+        "patient",
+        position,
+        {
+            "subject_system": "fhir",
+            "subject_id": subject_id,
+            "source_id": subject_id,
+            "mrn": "MRN-CANARY-1",
+            "mrn_authority": "HUBHOSP",
+            "given_name": CANARY_NAME,
+            "family_name": "Núñez",
+            "birth_date": date(1961, 4, 17),
+            "email": CANARY_EMAIL,
+            "postal_code": "10001",
+            "sex": "female",
+            "free_text_the_policy_never_heard_of": "drop me",
+            "effective_at": datetime(2026, 1, 2, tzinfo=UTC),
+        },
+    )
+
+
+def _file(tmp_path: Path, name: str, content: str) -> str:
+    path = tmp_path / name
+    path.write_text(content)
+    return str(path)
+
+
+def test_file_loads_whole_with_phi_only_in_the_vault(warehouse, protector, tmp_path):
+    uri = _file(tmp_path, "patients.ndjson", "three records\n")
+    units = [
+        _patient("p-1", "line 1"),
+        Rejection("line 2", "NOT_JSON", "line 2: not JSON", payload=CANARY_EMAIL.encode()),
+        _patient("p-2", "line 3"),
+    ]
+    with warehouse.connect() as conn:
+        result = load_file(conn, uri=uri, source="fhir", units=units, protector=protector)
+        assert (result.read, result.loaded, result.quarantined) == (3, 2, 1)
+        assert result.reconciled
+        row = conn.execute(
+            "select birth_year, birth_month, zip3, has_email, sex from landing.patients"
+            " where file_id = %s and position = 'line 1'", (result.file_id,)
+        ).fetchone()
+        assert row == (1961, 4, "100", True, "female")
+        landing_text = conn.execute(
+            "select string_agg(p::text, ' ') from landing.patients p where file_id = %s",
+            (result.file_id,),
+        ).fetchone()[0]
+        quarantine_text = conn.execute(
+            "select string_agg(q::text, ' ') from quarantine.records q where file_id = %s",
+            (result.file_id,),
+        ).fetchone()[0]
+        for canary in (CANARY_NAME, CANARY_EMAIL, "MRN-CANARY-1", "1961-04-17", "Núñez"):
+            assert canary not in landing_text
+            assert canary not in quarantine_text
+        vault = conn.execute(
+            "select count(*) from vault.contact_fields where column_name = 'email'"
+            " and subject_token = %s",
+            (protector.tokenizer.subject_token("fhir", "p-1"),),
+        ).fetchone()[0]
+        assert vault == 1
+        keys = conn.execute("select count(*) from vault.identity_keys").fetchone()[0]
+        assert keys >= 3
+    assert protector.unknown_fields["patient.free_text_the_policy_never_heard_of"] == 2
+
+
+def test_reloading_the_same_file_is_skipped(warehouse, protector, tmp_path):
+    uri = _file(tmp_path, "again.ndjson", "same bytes\n")
+    with warehouse.connect() as conn:
+        first = load_file(conn, uri=uri, source="fhir", units=[_patient("p-9", "line 1")],
+                          protector=protector)
+        second = load_file(conn, uri=uri, source="fhir", units=[_patient("p-9", "line 1")],
+                           protector=protector)
+    assert not first.skipped and second.skipped
+    assert second.file_id == first.file_id and second.loaded == 1
+
+
+def test_a_crash_mid_file_leaves_nothing_behind(warehouse, protector, tmp_path):
+    uri = _file(tmp_path, "crash.ndjson", "will crash\n")
+
+    def exploding_units():
+        yield _patient("p-crash", "line 1")
+        raise RuntimeError("disk on fire")
+
+    with warehouse.connect() as conn:
+        with pytest.raises(RuntimeError):
+            load_file(conn, uri=uri, source="fhir", units=exploding_units(), protector=protector)
+        assert conn.execute(
+            "select count(*) from landing.source_files where uri = %s", (uri,)
+        ).fetchone()[0] == 0
+
+
+def test_audit_chain_detects_an_edited_record(warehouse):
+    with warehouse.connect() as conn:
+        with conn.transaction():
+            record_audit(conn, "test", "object-a", 1)
+            record_audit(conn, "test", "object-b", 2)
+        assert verify_chain(conn)[0]
+        with pytest.raises(Exception, match="append-only"):
+            with conn.transaction():
+                conn.execute("update audit.events set row_count = 99")
+
+
+def test_audit_chain_names_the_first_bad_record_after_a_superuser_edit(warehouse):
+    with warehouse.connect() as conn:
+        with conn.transaction():
+            record_audit(conn, "test", "object-c", 3)
+        target = conn.execute("select max(audit_id) from audit.events").fetchone()[0]
+        with conn.transaction():
+            conn.execute("alter table audit.events disable trigger audit_events_append_only")
+            conn.execute("update audit.events set row_count = 42 where audit_id = %s", (target,))
+            conn.execute("alter table audit.events enable trigger audit_events_append_only")
+        intact, bad_id, _ = verify_chain(conn)
+        assert not intact and bad_id == target
+        with conn.transaction():  # put it back so later tests see an intact chain
+            conn.execute("alter table audit.events disable trigger audit_events_append_only")
+            conn.execute("update audit.events set row_count = 3 where audit_id = %s", (target,))
+            conn.execute("alter table audit.events enable trigger audit_events_append_only")
+        assert verify_chain(conn)[0]

@@ -1,0 +1,49 @@
+"""Identity resolution on tokens, and the sync diff."""
+
+from __future__ import annotations
+
+from domain.identity import resolve
+from domain.sync_diff import diff_membership, payload_hash
+from domain.tokens import Tokenizer
+
+TOKENIZER = Tokenizer(bytes(32))
+
+
+def test_subjects_sharing_a_key_resolve_to_one_person_and_merges_apply():
+    keys = [
+        ("fhir-1", "mrn", "m1"),
+        ("hl7-1", "mrn", "m1"),
+        ("crm-1", "email", "e1"),
+        ("fhir-1", "email", "e1"),
+        ("crm-2", "email", "e2"),
+    ]
+    resolution = resolve(["fhir-1", "hl7-1", "crm-1", "crm-2", "lonely"], keys,
+                         [("crm-2", "old-9")], TOKENIZER)
+    person = resolution.person_of
+    assert person["fhir-1"] == person["hl7-1"] == person["crm-1"]
+    assert person["crm-2"] == person["old-9"] != person["fhir-1"]
+    assert resolution.persons == 3
+    assert resolution.merges_applied == 1
+
+
+def test_person_tokens_are_stable_whatever_the_input_order():
+    keys = [("a", "mrn", "m1"), ("b", "mrn", "m1"), ("c", "email", "e")]
+    first = resolve(["a", "b", "c"], keys, [], TOKENIZER).person_of
+    second = resolve(["c", "b", "a"], list(reversed(keys)), [], TOKENIZER).person_of
+    assert first == second
+
+
+def test_diff_modes():
+    wanted = {"a": "h1", "b": "h2-new", "c": "h3"}
+    synced = {"b": "h2", "c": "h3", "gone": "h9"}
+    mirror = diff_membership(wanted, synced, "mirror")
+    assert (mirror.adds, mirror.updates, mirror.removes, mirror.unchanged) == (
+        ["a"], ["b"], ["gone"], 1)
+    assert diff_membership(wanted, synced, "upsert").removes == []
+    append = diff_membership(wanted, synced, "append")
+    assert append.updates == [] and append.adds == ["a"]
+    assert diff_membership(wanted, wanted).adds == []
+
+
+def test_payload_hash_ignores_key_order():
+    assert payload_hash({"a": 1, "b": 2}) == payload_hash({"b": 2, "a": 1})
