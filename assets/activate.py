@@ -1,6 +1,5 @@
 """Activation: push each consent-filtered audience to the email engine (diff sync)."""
 
-from __future__ import annotations
 
 from datetime import date
 
@@ -19,7 +18,7 @@ class SyncConfig(dg.Config):
 
 @dg.asset(
     group_name="activate",
-    deps=[dg.AssetKey("audience_membership"), dg.AssetKey("segment_catalog")],
+    deps=[dg.AssetKey(["marts", "audience_membership"]), dg.AssetKey(["marts", "segment_catalog"])],
     description="Audiences synced to the email engine; ledger and sync state in activation.*.",
 )
 def audience_syncs(

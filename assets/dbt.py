@@ -1,7 +1,6 @@
 """dbt models as Dagster assets, split by selector: the core models (staging to audiences)
 run before activation, the `feedback` models (engagement) after events are read back."""
 
-from __future__ import annotations
 
 import os
 

@@ -1,6 +1,5 @@
 """Feedback: engagement events read back from the engine into engagement.*."""
 
-from __future__ import annotations
 
 import dagster as dg
 

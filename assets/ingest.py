@@ -1,10 +1,8 @@
-"""Ingest assets: one per source system; files from the inbound folder or explicit URIs.
+"""Ingest assets: one multi-asset per source system, one asset key per landing table it feeds.
 
 Each file is protected in-stream and loaded whole or not at all (see services.ingest); the
 reconciliation check proves read = loaded + quarantined for every file of the source.
 """
-
-from __future__ import annotations
 
 from collections import Counter
 
@@ -13,32 +11,63 @@ import dagster as dg
 from pipelines.resources import InboundResource, PrivacyResource, WarehouseResource
 from services.ingest import ingest_uris
 
+# Landing tables each source system writes (the dbt sources point at these asset keys).
+SOURCE_TABLES = {
+    "fhir": ["patients", "conditions", "encounters", "observations", "medication_requests",
+             "immunizations", "procedures", "appointments", "consents"],
+    "hl7": ["patients", "observations", "immunizations", "appointments", "encounters",
+            "merges"],
+    "crm": ["contacts"],
+}
+DESCRIPTIONS = {
+    "fhir": "FHIR R4 resources (bulk NDJSON, Bundles)",
+    "hl7": "HL7 v2 messages (ADT, ORU, SIU, VXU)",
+    "crm": "CRM/CDP contact exports (CSV, JSONL, Parquet)",
+}
+
 
 class IngestConfig(dg.Config):
     uris: list[str] = []  # empty: every file under the inbound folder for this source
     fhir_mode: str = "fast"  # fast | strict
 
 
-def _ingest(
-    context: dg.AssetExecutionContext,
-    source: str,
-    config: IngestConfig,
-    warehouse: WarehouseResource,
-    privacy: PrivacyResource,
-    inbound: InboundResource,
-) -> dg.MaterializeResult:
-    uris = config.uris or inbound.files(source)
-    with warehouse.warehouse().connect() as conn:
-        results = ingest_uris(conn, uris, privacy.protector(), source, config.fhir_mode)
-    reasons: Counter = Counter()
-    for result in results:
-        reasons.update(result.quarantined_by_reason)
-        context.log.info(
-            f"{source} file {result.file_id}: read {result.read}, loaded {result.loaded},"
-            f" quarantined {result.quarantined}{' (already loaded)' if result.skipped else ''}"
-        )
-    return dg.MaterializeResult(
-        metadata={
+def landing_key(source: str, table: str) -> dg.AssetKey:
+    return dg.AssetKey(["landing", source, table])
+
+
+def _build_ingest_asset(source: str) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"landing_{source}",
+        group_name="ingest",
+        specs=[
+            dg.AssetSpec(
+                landing_key(source, table),
+                description=f"landing.{table} rows from {DESCRIPTIONS[source]}, PHI protected.",
+            )
+            for table in SOURCE_TABLES[source]
+        ],
+    )
+    def ingest_source(
+        context: dg.AssetExecutionContext,
+        config: IngestConfig,
+        warehouse: WarehouseResource,
+        privacy: PrivacyResource,
+        inbound: InboundResource,
+    ):
+        uris = config.uris or inbound.files(source)
+        with warehouse.warehouse().connect() as conn:
+            results = ingest_uris(conn, uris, privacy.protector(), source, config.fhir_mode)
+        rows: Counter = Counter()
+        reasons: Counter = Counter()
+        for result in results:
+            rows.update(result.rows_by_entity)
+            reasons.update(result.quarantined_by_reason)
+            skipped = " (already loaded)" if result.skipped else ""
+            context.log.info(
+                f"{source} file {result.file_id}: read {result.read}, loaded {result.loaded},"
+                f" quarantined {result.quarantined}{skipped}"
+            )
+        totals = {
             "files": len(results),
             "files_skipped": sum(r.skipped for r in results),
             "records_read": sum(r.read for r in results),
@@ -46,21 +75,29 @@ def _ingest(
             "records_quarantined": sum(r.quarantined for r in results),
             "quarantined_by_reason": dict(reasons),
         }
-    )
+        for table in SOURCE_TABLES[source]:
+            entity = table.removesuffix("s")
+            yield dg.MaterializeResult(
+                asset_key=landing_key(source, table),
+                metadata={"rows_landed": rows.get(entity, 0), **totals},
+            )
+
+    return ingest_source
 
 
-def _reconciliation_check(source: str, asset_key: str):
-    @dg.asset_check(asset=asset_key, name="reconciliation", blocking=True)
+def _reconciliation_check(source: str) -> dg.AssetChecksDefinition:
+    primary = landing_key(source, SOURCE_TABLES[source][0])
+
+    @dg.asset_check(asset=primary, name=f"{source}_reconciliation", blocking=True,
+                    description="Every file: records read = loaded + quarantined.")
     def reconciliation(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.warehouse().connect() as conn:
-            unbalanced = conn.execute(
-                "select count(*) from landing.source_files where source = %s"
-                " and records_read <> records_loaded + records_quarantined",
+            files, unbalanced = conn.execute(
+                "select count(*), count(*) filter (where records_read <>"
+                " records_loaded + records_quarantined)"
+                " from landing.source_files where source = %s",
                 (source,),
-            ).fetchone()[0]
-            files = conn.execute(
-                "select count(*) from landing.source_files where source = %s", (source,)
-            ).fetchone()[0]
+            ).fetchone()
         return dg.AssetCheckResult(
             passed=unbalanced == 0,
             metadata={"files": files, "files_not_reconciling": unbalanced},
@@ -69,40 +106,6 @@ def _reconciliation_check(source: str, asset_key: str):
     return reconciliation
 
 
-@dg.asset(group_name="ingest", description="FHIR R4 resources landed (PHI protected).")
-def landing_fhir(
-    context: dg.AssetExecutionContext,
-    config: IngestConfig,
-    warehouse: WarehouseResource,
-    privacy: PrivacyResource,
-    inbound: InboundResource,
-) -> dg.MaterializeResult:
-    return _ingest(context, "fhir", config, warehouse, privacy, inbound)
-
-
-@dg.asset(group_name="ingest", description="HL7 v2 messages landed (PHI protected).")
-def landing_hl7(
-    context: dg.AssetExecutionContext,
-    config: IngestConfig,
-    warehouse: WarehouseResource,
-    privacy: PrivacyResource,
-    inbound: InboundResource,
-) -> dg.MaterializeResult:
-    return _ingest(context, "hl7", config, warehouse, privacy, inbound)
-
-
-@dg.asset(group_name="ingest", description="CRM/CDP contact exports landed (PHI protected).")
-def landing_crm(
-    context: dg.AssetExecutionContext,
-    config: IngestConfig,
-    warehouse: WarehouseResource,
-    privacy: PrivacyResource,
-    inbound: InboundResource,
-) -> dg.MaterializeResult:
-    return _ingest(context, "crm", config, warehouse, privacy, inbound)
-
-
-ingest_assets = [landing_fhir, landing_hl7, landing_crm]
-ingest_checks = [
-    _reconciliation_check(source, f"landing_{source}") for source in ("fhir", "hl7", "crm")
-]
+ingest_assets = [_build_ingest_asset(source) for source in SOURCE_TABLES]
+ingest_checks = [_reconciliation_check(source) for source in SOURCE_TABLES]
+all_landing_keys = [landing_key(s, t) for s, tables in SOURCE_TABLES.items() for t in tables]

@@ -4,17 +4,17 @@ Tokenization, vault encryption and generalization already happened in-stream dur
 (PHI must never land in clear); this stage links the protected subjects into persons.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 
+from assets.ingest import all_landing_keys
 from pipelines.resources import PrivacyResource, WarehouseResource
 from services.identity import resolve_persons
 
 
 @dg.asset(
     group_name="protect",
-    deps=["landing_fhir", "landing_hl7", "landing_crm"],
+    deps=all_landing_keys,
     description="Source subjects resolved to persons through hashed identity keys.",
 )
 def person_xref(warehouse: WarehouseResource, privacy: PrivacyResource) -> dg.MaterializeResult:

@@ -64,4 +64,5 @@ def birth_year_for_analysts(birth_year: int | None, today: date) -> int | None:
     """Birth year, except for people aged 90 or more, whose year would reveal the age."""
     if birth_year is None:
         return None
-    return None if today.year - birth_year > AGE_CAP else birth_year
+    # A year difference of 90 may already mean age 90: withhold it too (conservative).
+    return None if today.year - birth_year >= AGE_CAP else birth_year

@@ -49,8 +49,10 @@ def generate(
     from synthetic.generate import generate as run
 
     summary = run(out, patients=patients, seed=seed)
-    console.print(f"wrote {patients:,} patients to {out}")
-    typer.echo(json.dumps(summary.as_dict() if hasattr(summary, "as_dict") else str(summary)))
+    console.print(
+        f"wrote {patients:,} patients to {out}: {summary.total_records:,} records"
+        f" ({summary.total_bad} deliberately bad) in {summary.seconds:.1f} s"
+    )
 
 
 @app.command()

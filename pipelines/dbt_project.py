@@ -22,8 +22,19 @@ def dbt_project() -> DbtProject:
     project_dir = dbt_project_dir()
     project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
     if not project.manifest_path.exists():
-        project.preparer.prepare(project)
+        parse_project(project_dir)
     return project
+
+
+def parse_project(project_dir: Path) -> None:
+    """`dbt parse`, in process: writes target/manifest.json without touching the database."""
+    from dbt.cli.main import dbtRunner
+
+    result = dbtRunner().invoke(
+        ["parse", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
+    )
+    if not result.success:
+        raise RuntimeError(f"dbt parse failed for {project_dir}: {result.exception}")
 
 
 class HubDbtTranslator(DagsterDbtTranslator):

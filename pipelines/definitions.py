@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
@@ -34,7 +37,10 @@ def resources() -> dict[str, object]:
             signing_secret=dg.EnvVar("HUB_ENGINE_SIGNING_SECRET").get_value() or None,
             ca_file=dg.EnvVar("HUB_ENGINE_CA_FILE").get_value() or None,
         ),
-        "dbt": DbtCliResource(project_dir=dbt_project()),
+        # The dbt installed beside this Python, whether or not the venv is on PATH.
+        "dbt": DbtCliResource(
+            project_dir=dbt_project(), dbt_executable=str(Path(sys.executable).parent / "dbt")
+        ),
     }
 
 

@@ -46,7 +46,7 @@ def resolve_persons(
             " where prior_subject_token is not null"
         ).fetchall()
         resolution: Resolution = resolve(subjects, keys, merges, tokenizer)
-        conn.execute("create temp table xref_new (like landing.person_xref) on commit drop")
+        conn.execute("create temp table xref_new (like landing.person_xref including defaults) on commit drop")
         with conn.cursor() as cur, cur.copy(
             "copy xref_new (subject_token, person_token) from stdin"
         ) as copy:

@@ -47,7 +47,7 @@ def read_units(uri: str, source: str, fhir_mode: str = "fast") -> Iterator[Input
 
         yield from read_fhir(uri, mode=fhir_mode)
     elif source == "hl7":
-        from connectors.hl7 import read_hl7
+        from connectors.hl7.reader import read_hl7
 
         for message in read_hl7(uri):
             yield message.rejection if message.rejection is not None else list(message.records)

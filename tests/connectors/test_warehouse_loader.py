@@ -65,7 +65,8 @@ def test_file_loads_whole_with_phi_only_in_the_vault(warehouse, protector, tmp_p
         assert result.reconciled
         row = conn.execute(
             "select birth_year, birth_month, zip3, has_email, sex from landing.patients"
-            " where file_id = %s and position = 'line 1'", (result.file_id,)
+            " where file_id = %s and position = 'line 1'",
+            (result.file_id,),
         ).fetchone()
         assert row == (1961, 4, "100", True, "female")
         landing_text = conn.execute(
@@ -93,10 +94,12 @@ def test_file_loads_whole_with_phi_only_in_the_vault(warehouse, protector, tmp_p
 def test_reloading_the_same_file_is_skipped(warehouse, protector, tmp_path):
     uri = _file(tmp_path, "again.ndjson", "same bytes\n")
     with warehouse.connect() as conn:
-        first = load_file(conn, uri=uri, source="fhir", units=[_patient("p-9", "line 1")],
-                          protector=protector)
-        second = load_file(conn, uri=uri, source="fhir", units=[_patient("p-9", "line 1")],
-                           protector=protector)
+        first = load_file(
+            conn, uri=uri, source="fhir", units=[_patient("p-9", "line 1")], protector=protector
+        )
+        second = load_file(
+            conn, uri=uri, source="fhir", units=[_patient("p-9", "line 1")], protector=protector
+        )
     assert not first.skipped and second.skipped
     assert second.file_id == first.file_id and second.loaded == 1
 
@@ -111,9 +114,12 @@ def test_a_crash_mid_file_leaves_nothing_behind(warehouse, protector, tmp_path):
     with warehouse.connect() as conn:
         with pytest.raises(RuntimeError):
             load_file(conn, uri=uri, source="fhir", units=exploding_units(), protector=protector)
-        assert conn.execute(
-            "select count(*) from landing.source_files where uri = %s", (uri,)
-        ).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "select count(*) from landing.source_files where uri = %s", (uri,)
+            ).fetchone()[0]
+            == 0
+        )
 
 
 def test_audit_chain_detects_an_edited_record(warehouse):

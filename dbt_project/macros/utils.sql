@@ -1,0 +1,121 @@
+{#- Small helpers (no dbt packages in this project). -#}
+
+{#- A timestamptz as a calendar date in UTC, whatever the session time zone. -#}
+{% macro to_utc_date(column) -%}
+    cast(timezone('UTC', {{ column }}) as date)
+{%- endmacro %}
+
+{#- The latest non-null value of `column` in a group, by `order_by` (Postgres aggregate). -#}
+{% macro latest_non_null(column, order_by) -%}
+    (array_agg({{ column }} order by {{ order_by }}) filter (where {{ column }} is not null))[1]
+{%- endmacro %}
+
+{#- A SQL string literal for a Jinja value (single quotes doubled); null for none. -#}
+{% macro sql_literal(value) -%}
+    {%- if value is none -%}
+        null
+    {%- else -%}
+        '{{ value | string | replace("'", "''") }}'
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Code system URIs and HL7 v2 table-0396 abbreviations -> the hub's short names. -#}
+{% macro normalize_code_system(column) -%}
+    case lower(trim({{ column }}))
+        when 'http://snomed.info/sct' then 'snomed'
+        when 'sct' then 'snomed'
+        when 'snm' then 'snomed'
+        when 'snomedct' then 'snomed'
+        when 'snomed-ct' then 'snomed'
+        when 'http://loinc.org' then 'loinc'
+        when 'ln' then 'loinc'
+        when 'http://hl7.org/fhir/sid/cvx' then 'cvx'
+        when 'urn:oid:2.16.840.1.113883.12.292' then 'cvx'
+        when 'http://www.nlm.nih.gov/research/umls/rxnorm' then 'rxnorm'
+        when 'rxn' then 'rxnorm'
+        when 'http://hl7.org/fhir/sid/icd-10-cm' then 'icd10'
+        when 'http://hl7.org/fhir/sid/icd-10' then 'icd10'
+        when 'i10' then 'icd10'
+        when 'icd-10' then 'icd10'
+        when 'icd10cm' then 'icd10'
+        when 'http://www.ama-assn.org/go/cpt' then 'cpt'
+        when 'c4' then 'cpt'
+        else lower(trim({{ column }}))
+    end
+{%- endmacro %}
+
+{#- Administrative sex: FHIR codes pass through, HL7 v2 table-0001 letters are mapped. -#}
+{% macro normalize_sex(column) -%}
+    case upper(trim({{ column }}))
+        when 'F' then 'female'
+        when 'M' then 'male'
+        when 'O' then 'other'
+        when 'U' then 'unknown'
+        when 'A' then 'other'
+        when 'N' then 'unknown'
+        else lower(trim({{ column }}))
+    end
+{%- endmacro %}
+
+{#-
+    Age in whole years on `day` from birth year and month (the landing tier keeps no day):
+    the birthday counts as reached in its month. Null when the birth year is unknown.
+-#}
+{% macro age_on(birth_year, birth_month, day) -%}
+    (
+        extract(year from {{ day }})::integer - {{ birth_year }}
+        - case
+            when {{ birth_month }} is not null
+                and {{ birth_month }} > extract(month from {{ day }})::integer
+                then 1
+            else 0
+        end
+    )
+{%- endmacro %}
+
+{#- Analyst age bands; ages over 89 collapse into '90+' (HIPAA Safe Harbor). -#}
+{% macro age_band(age) -%}
+    case
+        when {{ age }} is null or {{ age }} < 0 then null
+        when {{ age }} < 18 then '0-17'
+        when {{ age }} < 35 then '18-34'
+        when {{ age }} < 50 then '35-49'
+        when {{ age }} < 65 then '50-64'
+        when {{ age }} < 75 then '65-74'
+        when {{ age }} < 90 then '75-89'
+        else '90+'
+    end
+{%- endmacro %}
+
+{#- Rows of `relation` keeping the newest version of each source record. -#}
+{% macro dedupe_latest(relation, partition_by, order_by) -%}
+    select *
+    from (
+        select
+            versions.*,
+            row_number() over (
+                partition by {{ partition_by }}
+                order by {{ order_by }}
+            ) as version_rank
+        from {{ relation }} as versions
+    ) as ranked
+    where version_rank = 1
+{%- endmacro %}
+
+{#- Record statuses that mean "this did not happen" (FHIR codes; HL7 RXA-20 RE/NA). -#}
+{% macro not_done_statuses() -%}
+    ('entered-in-error', 'not-done', 'cancelled', 'canceled', 'stopped', 're', 'na')
+{%- endmacro %}
+
+{#-
+    Clinical code sets per (code_system, code), from the clinical_code_sets seed:
+    select * from ({{ code_sets_by_code() }}) -> code_system, code, code_sets text[].
+-#}
+{% macro code_sets_by_code() -%}
+    select
+        code_system,
+        code,
+        array_agg(distinct code_set order by code_set) as code_sets
+    from {{ ref('clinical_code_sets') }}
+    group by code_system, code
+{%- endmacro %}

@@ -1,0 +1,26 @@
+with
+
+source as (
+    select * from {{ source('fhir', 'immunizations') }}
+    where source = 'fhir'
+),
+
+renamed as (
+    select
+        row_id as landing_row_id,
+        file_id,
+        source as source_system,
+        position as source_position,
+        subject_token,
+        source_id_token as immunization_token,
+        lower(trim(status)) as status,
+        {{ normalize_code_system('code_system') }} as code_system,
+        trim(code) as code,
+        display,
+        occurrence_date as occurred_on,
+        effective_at as record_updated_at,
+        loaded_at
+    from source
+)
+
+select * from renamed
