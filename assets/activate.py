@@ -1,6 +1,5 @@
 """Activation: push each consent-filtered audience to the email engine (diff sync)."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -34,15 +33,21 @@ def audience_syncs(
     per_audience = {}
     with warehouse.warehouse().connect() as conn:
         audiences = config.audiences or [
-            name for (name,) in conn.execute(
+            name
+            for (name,) in conn.execute(
                 "select audience from marts.segment_catalog order by audience"
             )
         ]
         for audience in audiences:
             result = sync_audience(
-                conn, engine, privacy.vault_cipher(),
-                destination=email_engine.destination, audience=audience, day=day,
-                mode=config.mode, dry_run=config.dry_run,
+                conn,
+                engine,
+                privacy.vault_cipher(),
+                destination=email_engine.destination,
+                audience=audience,
+                day=day,
+                mode=config.mode,
+                dry_run=config.dry_run,
             )
             summary = result.as_dict()
             per_audience[audience] = {k: summary[k] for k in totals}
@@ -50,6 +55,10 @@ def audience_syncs(
                 totals[key] += summary[key]
             context.log.info(f"synced {audience}: {per_audience[audience]}")
     return dg.MaterializeResult(
-        metadata={**totals, "audiences": per_audience, "dry_run": config.dry_run,
-                  "destination": email_engine.destination}
+        metadata={
+            **totals,
+            "audiences": per_audience,
+            "dry_run": config.dry_run,
+            "destination": email_engine.destination,
+        }
     )

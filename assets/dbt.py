@@ -1,11 +1,10 @@
 """dbt models as Dagster assets, split by selector: the core models (staging to audiences)
 run before activation, the `feedback` models (engagement) after events are read back."""
 
-
 import os
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from pipelines.dbt_project import HubDbtTranslator, dbt_project
 from pipelines.resources import WarehouseResource
@@ -29,7 +28,8 @@ class DbtBuildConfig(dg.Config):
 
 def build_dbt_assets() -> list[dg.AssetsDefinition]:
     project = dbt_project()
-    translator = HubDbtTranslator()
+    # Source tests (e.g. person_xref uniqueness) become checks on the Python assets they test.
+    translator = HubDbtTranslator(DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True))
 
     @dbt_assets(
         manifest=project.manifest_path,

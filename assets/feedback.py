@@ -1,6 +1,5 @@
 """Feedback: engagement events read back from the engine into engagement.*."""
 
-
 import dagster as dg
 
 from pipelines.resources import EmailEngineResource, WarehouseResource

@@ -13,10 +13,18 @@ from services.ingest import ingest_uris
 
 # Landing tables each source system writes (the dbt sources point at these asset keys).
 SOURCE_TABLES = {
-    "fhir": ["patients", "conditions", "encounters", "observations", "medication_requests",
-             "immunizations", "procedures", "appointments", "consents"],
-    "hl7": ["patients", "observations", "immunizations", "appointments", "encounters",
-            "merges"],
+    "fhir": [
+        "patients",
+        "conditions",
+        "encounters",
+        "observations",
+        "medication_requests",
+        "immunizations",
+        "procedures",
+        "appointments",
+        "consents",
+    ],
+    "hl7": ["patients", "observations", "immunizations", "appointments", "encounters", "merges"],
     "crm": ["contacts"],
 }
 DESCRIPTIONS = {
@@ -88,8 +96,12 @@ def _build_ingest_asset(source: str) -> dg.AssetsDefinition:
 def _reconciliation_check(source: str) -> dg.AssetChecksDefinition:
     primary = landing_key(source, SOURCE_TABLES[source][0])
 
-    @dg.asset_check(asset=primary, name=f"{source}_reconciliation", blocking=True,
-                    description="Every file: records read = loaded + quarantined.")
+    @dg.asset_check(
+        asset=primary,
+        name=f"{source}_reconciliation",
+        blocking=True,
+        description="Every file: records read = loaded + quarantined.",
+    )
     def reconciliation(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.warehouse().connect() as conn:
             files, unbalanced = conn.execute(

@@ -4,7 +4,6 @@ Tokenization, vault encryption and generalization already happened in-stream dur
 (PHI must never land in clear); this stage links the protected subjects into persons.
 """
 
-
 import dagster as dg
 
 from assets.ingest import all_landing_keys

@@ -19,7 +19,7 @@ REASONS: dict[str, str] = {
     "FHIR_WRONG_VERSION": "The resource is not FHIR R4 (for example an STU3-shaped resource).",
     "FHIR_UNSUPPORTED_TYPE": "The resource type is not one the hub ingests.",
     "FHIR_INVALID": "The resource fails FHIR R4 validation.",
-    "FHIR_BAD_REFERENCE": "A reference (subject/patient) is missing or does not point to a Patient.",
+    "FHIR_BAD_REFERENCE": "A subject/patient reference is missing or does not point to a Patient.",
     # HL7 v2
     "HL7_MISSING_MSH": "The message does not start with an MSH segment.",
     "HL7_BAD_DELIMITERS": "MSH-1/MSH-2 do not declare usable delimiters.",

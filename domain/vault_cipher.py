@@ -44,7 +44,9 @@ class VaultCipher:
     def decrypt(self, subject_token: str, column: str, key_version: int, blob: bytes) -> str:
         return self.decrypt_bytes(subject_token, column, key_version, blob).decode()
 
-    def decrypt_bytes(self, subject_token: str, column: str, key_version: int, blob: bytes) -> bytes:
+    def decrypt_bytes(
+        self, subject_token: str, column: str, key_version: int, blob: bytes
+    ) -> bytes:
         aead = self._aead.get(key_version)
         if aead is None:
             raise VaultDecryptionError(f"no key of version {key_version} for column {column}")

@@ -14,8 +14,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="audience-hub: EHR/CRM data in, consent-filtered audiences out.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="audience-hub: EHR/CRM data in, consent-filtered audiences out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
 engine_app = typer.Typer(help="The local SANDBOX email engine.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -74,8 +77,10 @@ def ingest(
     else:
         for row in rows:
             note = " (already loaded)" if row["skipped"] else ""
-            typer.echo(f"{row['uri']}: read {row['read']}, loaded {row['loaded']},"
-                       f" quarantined {row['quarantined']}{note}")
+            typer.echo(
+                f"{row['uri']}: read {row['read']}, loaded {row['loaded']},"
+                f" quarantined {row['quarantined']}{note}"
+            )
     if any(r["read"] != r["loaded"] + r["quarantined"] for r in rows):
         raise typer.Exit(1)
 
@@ -108,8 +113,13 @@ def sync(
     try:
         with warehouse.connect() as conn:
             result = sync_audience(
-                conn, engine_resource.engine(), _privacy().vault_cipher(),
-                destination=to, audience=audience, mode=mode, dry_run=dry_run,
+                conn,
+                engine_resource.engine(),
+                _privacy().vault_cipher(),
+                destination=to,
+                audience=audience,
+                mode=mode,
+                dry_run=dry_run,
             )
     finally:
         engine_resource.teardown_after_execution(None)
@@ -118,10 +128,12 @@ def sync(
         typer.echo(json.dumps(summary, indent=2))
     else:
         label = "DRY RUN: would push" if dry_run else "pushed"
-        typer.echo(f"{audience} -> {to}: {label} {summary['added']} adds, "
-                   f"{summary['updated']} updates, {summary['removed']} removes; "
-                   f"excluded {summary['excluded']} {summary['excluded_by_reason']}; "
-                   f"rejected {summary['rejected']}")
+        typer.echo(
+            f"{audience} -> {to}: {label} {summary['added']} adds, "
+            f"{summary['updated']} updates, {summary['removed']} removes; "
+            f"excluded {summary['excluded']} {summary['excluded_by_reason']}; "
+            f"rejected {summary['rejected']}"
+        )
 
 
 @db_app.command("url")
@@ -172,11 +184,13 @@ def main() -> None:
         app()
     except SystemExit:
         raise
-    except Exception as error:  # noqa: BLE001 - the last line of defence for operators
+    except Exception as error:
         if os.environ.get("HUB_DEBUG"):
             raise
-        console.print(f"[red]error:[/] {type(error).__name__} in {_where(error)}."
-                      " Re-run with HUB_DEBUG=1 for details (may include record values).")
+        console.print(
+            f"[red]error:[/] {type(error).__name__} in {_where(error)}."
+            " Re-run with HUB_DEBUG=1 for details (may include record values)."
+        )
         sys.exit(2)
 
 

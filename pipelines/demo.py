@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -28,19 +29,33 @@ def run_demo(patients: int, seed: int, console: Console) -> dict[str, object]:
     warehouse = Warehouse.from_env(keep_running=True)
     warehouse.ensure_schema()
 
-    console.print("[bold]3/3[/] materializing every asset (ingest, protect, dbt, activate, feedback)")
+    console.print(
+        "[bold]3/3[/] materializing every asset (ingest, protect, dbt, activate, feedback)"
+    )
     from pipelines.definitions import build_definitions
 
     defs = build_definitions()
     dagster_home = state / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
+    settings = dagster_home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text("telemetry:\n  enabled: false\n")
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home))
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("full_pipeline")
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    # Step-level chatter goes to the Dagster UI (the run is stored in DAGSTER_HOME); the
+    # terminal shows warnings and the summary.
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    log_path = state / "demo.log"
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+        result = job.execute_in_process(
+            instance=instance, run_config=quiet, raise_on_error=False
+        )
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise SystemExit(f"demo run failed at steps {failed}; see the Dagster UI for details")
+        raise SystemExit(
+            f"demo run failed at steps {failed}; see {log_path} and the Dagster UI for details"
+        )
 
     summary = collect_summary(warehouse)
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -62,9 +77,7 @@ def collect_summary(warehouse: Warehouse) -> dict[str, object]:
             " from marts.segment_catalog c left join marts.audience_membership m"
             " using (audience) group by 1, 2 order by 1"
         ).fetchall()
-        pushed = conn.execute(
-            "select count(*) from activation.sync_state"
-        ).fetchone()[0]
+        pushed = conn.execute("select count(*) from activation.sync_state").fetchone()[0]
         events = conn.execute(
             "select event_type, count(*) from engagement.events group by 1 order by 1"
         ).fetchall()
@@ -101,7 +114,9 @@ def print_summary(
     console.print(f"Events read back: {events}")
     console.print(f"Finished in {summary['seconds']} s.\n")
     console.print("[bold]Where to look next[/]")
-    console.print(f"  Dagster UI:  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
+    console.print(
+        f"  Dagster UI:  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml"
+    )
     console.print(f"  SQL (psql):  psql '{warehouse.display_url()}'")
     console.print("               e.g. select * from marts.audience_membership limit 10;")
     console.print("  Stop the embedded database: .venv/bin/hub db stop")

@@ -3,7 +3,6 @@
 Settings come through config and EnvVar; nothing is read or started at import time.
 """
 
-
 from pathlib import Path
 
 import dagster as dg

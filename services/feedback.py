@@ -60,9 +60,16 @@ def read_feedback(conn: psycopg.Connection, engine, destination: str) -> Feedbac
                     "insert into engagement.events (event_id, destination, audience,"
                     " person_token, event_type, occurred_at, machine_open, bounce_type)"
                     " values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing",
-                    (event.event_id, destination, event.audience_id, event.external_id,
-                     event.type, event.occurred_at, bool(event.machine_open),
-                     event.bounce_type),
+                    (
+                        event.event_id,
+                        destination,
+                        event.audience_id,
+                        event.external_id,
+                        event.type,
+                        event.occurred_at,
+                        bool(event.machine_open),
+                        event.bounce_type,
+                    ),
                 ).rowcount
                 if not inserted:
                     continue
@@ -74,8 +81,7 @@ def read_feedback(conn: psycopg.Connection, engine, destination: str) -> Feedbac
                         "insert into engagement.suppressions (event_id, destination,"
                         " person_token, event_type, effective_at) values (%s, %s, %s, %s, %s)"
                         " on conflict do nothing",
-                        (event.event_id, destination, event.external_id, kind,
-                         event.occurred_at),
+                        (event.event_id, destination, event.external_id, kind, event.occurred_at),
                     )
                     result.suppressions += 1
             conn.execute(

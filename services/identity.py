@@ -46,10 +46,14 @@ def resolve_persons(
             " where prior_subject_token is not null"
         ).fetchall()
         resolution: Resolution = resolve(subjects, keys, merges, tokenizer)
-        conn.execute("create temp table xref_new (like landing.person_xref including defaults) on commit drop")
-        with conn.cursor() as cur, cur.copy(
-            "copy xref_new (subject_token, person_token) from stdin"
-        ) as copy:
+        conn.execute(
+            "create temp table xref_new (like landing.person_xref including defaults)"
+            " on commit drop"
+        )
+        with (
+            conn.cursor() as cur,
+            cur.copy("copy xref_new (subject_token, person_token) from stdin") as copy,
+        ):
             for subject, person in resolution.person_of.items():
                 copy.write_row((subject, person))
         conn.execute("delete from landing.person_xref")

@@ -185,7 +185,9 @@ def sync_audience(
     diff.removes = sorted(set(diff.removes) | (set(forced_removes) - set(wanted)))
     if dry_run:
         result.added, result.updated, result.removed = (
-            len(diff.adds), len(diff.updates), len(diff.removes)
+            len(diff.adds),
+            len(diff.updates),
+            len(diff.removes),
         )
     else:
         consent_refs = {p: decisions[p].source_ref for p in allowed}
@@ -193,13 +195,27 @@ def sync_audience(
             for start in range(0, len(people), batch_size):
                 batch = people[start : start + batch_size]
                 _push_upserts(
-                    conn, engine, run_id, definition, destination, operation, batch,
-                    payloads, wanted, consent_refs, result,
+                    conn,
+                    engine,
+                    run_id,
+                    definition,
+                    destination,
+                    operation,
+                    batch,
+                    payloads,
+                    wanted,
+                    consent_refs,
+                    result,
                 )
         for start in range(0, len(diff.removes), batch_size):
             _push_removes(
-                conn, engine, run_id, definition, destination,
-                diff.removes[start : start + batch_size], result,
+                conn,
+                engine,
+                run_id,
+                definition,
+                destination,
+                diff.removes[start : start + batch_size],
+                result,
             )
     result.seconds = time.monotonic() - started
     conn.execute(
@@ -231,14 +247,26 @@ def _ledger_pending(
     hashes: dict[str, str],
     consent_refs: dict[str, str | None],
 ) -> None:
-    with conn.cursor() as cur, cur.copy(
-        "copy activation.ledger (run_id, destination, audience, batch_key, operation,"
-        " person_token, purpose, consent_ref, payload_hash) from stdin"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "copy activation.ledger (run_id, destination, audience, batch_key, operation,"
+            " person_token, purpose, consent_ref, payload_hash) from stdin"
+        ) as copy,
+    ):
         for person in people:
             copy.write_row(
-                (run_id, destination, definition.audience, batch_key, operation, person,
-                 definition.purpose, consent_refs.get(person), hashes.get(person))
+                (
+                    run_id,
+                    destination,
+                    definition.audience,
+                    batch_key,
+                    operation,
+                    person,
+                    definition.purpose,
+                    consent_refs.get(person),
+                    hashes.get(person),
+                )
             )
     conn.commit()  # the intent is durable before anything leaves the building
 
@@ -289,8 +317,17 @@ def _acknowledge(
 
 
 def _push_upserts(
-    conn, engine, run_id, definition, destination, operation, batch, payloads, hashes,
-    consent_refs, result,
+    conn,
+    engine,
+    run_id,
+    definition,
+    destination,
+    operation,
+    batch,
+    payloads,
+    hashes,
+    consent_refs,
+    result,
 ) -> None:
     batch_key = f"{run_id}:{operation}:{batch[0]}"
     _ledger_pending(
@@ -301,16 +338,16 @@ def _push_upserts(
         for p in batch
     ]
     results = engine.upsert(definition.audience, members, idempotency_key=batch_key)
-    _acknowledge(conn, destination, definition.audience, batch_key, operation, results,
-                 hashes, result)
+    _acknowledge(
+        conn, destination, definition.audience, batch_key, operation, results, hashes, result
+    )
 
 
 def _push_removes(conn, engine, run_id, definition, destination, batch, result) -> None:
     batch_key = f"{run_id}:remove:{batch[0]}"
     _ledger_pending(conn, run_id, definition, destination, batch_key, "remove", batch, {}, {})
     results = engine.remove(definition.audience, batch, idempotency_key=batch_key)
-    _acknowledge(conn, destination, definition.audience, batch_key, "remove", results, {},
-                 result)
+    _acknowledge(conn, destination, definition.audience, batch_key, "remove", results, {}, result)
 
 
 def _resume_pending(

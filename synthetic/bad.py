@@ -31,25 +31,60 @@ class BadKind:
 
 
 KINDS = (
-    BadKind("fhir_not_json", "fhir/*", "NOT_JSON",
-            "an NDJSON line that is not JSON (truncated object, XML, Python repr)"),
-    BadKind("fhir_missing_resource_type", "fhir/*", "FHIR_NOT_A_RESOURCE",
-            "a JSON object without resourceType"),
-    BadKind("fhir_stu3_consent", "fhir/Consent.000.ndjson", "FHIR_WRONG_VERSION",
-            "an STU3-shaped Consent: patient as a string, top-level period, consentingParty, "
-            "no scope"),
-    BadKind("fhir_bad_birth_date", "fhir/Patient.000.ndjson", "BAD_DATE",
-            "a Patient whose birthDate is not a date (e.g. 1980-13-45)"),
-    BadKind("hl7_missing_msh", "hl7/*", "HL7_MISSING_MSH",
-            "a message whose first segment is PID, not MSH; one at the start of each HL7 file"),
-    BadKind("hl7_missing_pid", "hl7/adt.hl7", "HL7_MISSING_PID",
-            "an ADT^A04 with MSH, EVN and PV1 but no PID"),
-    BadKind("crm_bad_birth_date", "crm/contacts.csv", "CRM_BAD_DATE",
-            "a contact row whose birth_date is not YYYY-MM-DD (e.g. 31/02/1980)"),
-    BadKind("crm_missing_contact_id", "crm/contacts.csv", "CRM_MISSING_KEY",
-            "a contact row with an empty contact_id"),
-    BadKind("crm_bad_opt_in", "crm/contacts.csv", "CRM_BAD_BOOLEAN",
-            "a contact row whose email_opt_in is not yes/no (e.g. maybe)"),
+    BadKind(
+        "fhir_not_json",
+        "fhir/*",
+        "NOT_JSON",
+        "an NDJSON line that is not JSON (truncated object, XML, Python repr)",
+    ),
+    BadKind(
+        "fhir_missing_resource_type",
+        "fhir/*",
+        "FHIR_NOT_A_RESOURCE",
+        "a JSON object without resourceType",
+    ),
+    BadKind(
+        "fhir_stu3_consent",
+        "fhir/Consent.000.ndjson",
+        "FHIR_WRONG_VERSION",
+        "an STU3-shaped Consent: patient as a string, top-level period, consentingParty, no scope",
+    ),
+    BadKind(
+        "fhir_bad_birth_date",
+        "fhir/Patient.000.ndjson",
+        "BAD_DATE",
+        "a Patient whose birthDate is not a date (e.g. 1980-13-45)",
+    ),
+    BadKind(
+        "hl7_missing_msh",
+        "hl7/*",
+        "HL7_MISSING_MSH",
+        "a message whose first segment is PID, not MSH; one at the start of each HL7 file",
+    ),
+    BadKind(
+        "hl7_missing_pid",
+        "hl7/adt.hl7",
+        "HL7_MISSING_PID",
+        "an ADT^A04 with MSH, EVN and PV1 but no PID",
+    ),
+    BadKind(
+        "crm_bad_birth_date",
+        "crm/contacts.csv",
+        "CRM_BAD_DATE",
+        "a contact row whose birth_date is not YYYY-MM-DD (e.g. 31/02/1980)",
+    ),
+    BadKind(
+        "crm_missing_contact_id",
+        "crm/contacts.csv",
+        "CRM_MISSING_KEY",
+        "a contact row with an empty contact_id",
+    ),
+    BadKind(
+        "crm_bad_opt_in",
+        "crm/contacts.csv",
+        "CRM_BAD_BOOLEAN",
+        "a contact row whose email_opt_in is not yes/no (e.g. maybe)",
+    ),
 )
 KIND_BY_NAME = {k.name: k for k in KINDS}
 # Kinds placed after a chosen person, ~0.1% of people each (at least one).
@@ -153,10 +188,15 @@ class BadRecords:
         """A headerless message for the start of an HL7 file (see README: why only there)."""
         p = self.fake()
         c = self.clock
-        segment = pid(p, c, given=p.given, family=p.family,
-                      address=f"{p.address.line}^^{p.address.city}^{p.address.state}^"
-                              f"{p.address.postal_code}^USA^H",
-                      phone=f"^PRN^PH^^1^{p.phone_area}^{p.phone_line.replace('-', '')}")
+        segment = pid(
+            p,
+            c,
+            given=p.given,
+            family=p.family,
+            address=f"{p.address.line}^^{p.address.city}^{p.address.state}^"
+            f"{p.address.postal_code}^USA^H",
+            phone=f"^PRN^PH^^1^{p.phone_area}^{p.phone_line.replace('-', '')}",
+        )
         tail = {
             "adt": "PV1|1|O\r",
             "oru": f"OBX|1|NM|{C.HBA1C[0]}^{C.HBA1C[1]}^LN||6.1|%^%^UCUM|||||F\r",
@@ -178,8 +218,20 @@ class BadRecords:
         row = [
             f"CBAD{self.rng.randrange(10**8):08d}",
             f"{EMAIL_KEY[given][0]}.bad{self.rng.randrange(10**6)}@example.com",
-            given, family, "(555) 555-0100", iso[9000 + self.rng.randrange(9000)], "02134",
-            "", "", "yes", "", "", "", "", "", self.clock.instant(5, 600),
+            given,
+            family,
+            "(555) 555-0100",
+            iso[9000 + self.rng.randrange(9000)],
+            "02134",
+            "",
+            "",
+            "yes",
+            "",
+            "",
+            "",
+            "",
+            "",
+            self.clock.instant(5, 600),
         ]
         if kind == "crm_bad_birth_date":
             row[5] = _BAD_CRM_DATES[n % len(_BAD_CRM_DATES)]

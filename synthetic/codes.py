@@ -73,10 +73,16 @@ VACCINES = (
     ("140", "Influenza, seasonal, injectable, preservative free"),
     ("150", "Influenza, injectable, quadrivalent, preservative free"),
     ("158", "influenza, injectable, quadrivalent, contains preservative"),
-    ("208", "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, "
-            "30 mcg/0.3mL dose"),
-    ("207", "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, "
-            "100 mcg/0.5mL dose"),
+    (
+        "208",
+        "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, "
+        "30 mcg/0.3mL dose",
+    ),
+    (
+        "207",
+        "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, "
+        "100 mcg/0.5mL dose",
+    ),
     ("115", "Tdap"),
     ("133", "Pneumococcal conjugate PCV 13"),
     ("187", "zoster vaccine recombinant"),
@@ -110,9 +116,11 @@ ENCOUNTER_CLASSES = (
     ("IMP", "inpatient encounter"),
 )
 ENCOUNTER_TYPES = (
-    (("185349003", "Encounter for check up (procedure)"),
-     ("390906007", "Follow-up encounter (procedure)"),
-     ("185345009", "Encounter for symptom (procedure)")),
+    (
+        ("185349003", "Encounter for check up (procedure)"),
+        ("390906007", "Follow-up encounter (procedure)"),
+        ("185345009", "Encounter for symptom (procedure)"),
+    ),
     (("50849002", "Emergency room admission (procedure)"),),
     (("32485007", "Hospital admission (procedure)"),),
 )

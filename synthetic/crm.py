@@ -22,9 +22,22 @@ from synthetic.people import (
 
 # Column order as documented in docs/data-contracts.md ("CRM contacts CSV").
 HEADER = (
-    "contact_id", "email", "first_name", "last_name", "phone", "birth_date", "postal_code",
-    "mrn", "mrn_authority", "email_opt_in", "marketing_auth_signed", "marketing_auth_expires",
-    "marketing_auth_revoked", "unsubscribed_at", "notes", "updated_at",
+    "contact_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "birth_date",
+    "postal_code",
+    "mrn",
+    "mrn_authority",
+    "email_opt_in",
+    "marketing_auth_signed",
+    "marketing_auth_expires",
+    "marketing_auth_revoked",
+    "unsubscribed_at",
+    "notes",
+    "updated_at",
 )
 
 # Free-text notes as agents type them: commas, quotes, a line break, and PHI the hub must drop.
@@ -38,7 +51,7 @@ NOTES = (
     "Recent mammogram at Hub Imaging, wants results by mail",
     "SSN on intake form ends in 4417, verify at next visit",
     "Follow up in spring\nre: knee surgery consult",
-    "Referred by Dr. O'Neil (cardiology), \"very motivated\"",
+    'Referred by Dr. O\'Neil (cardiology), "very motivated"',
     "Spanish-speaking, prefers texts, bilingual materials",
     "Event signup: 5K fun run, T-shirt size M",
 )
@@ -69,8 +82,9 @@ class CrmRenderer:
             cols += [iso[signed], iso[expires], iso[revoked] if state == AUTH_REVOKED else ""]
         else:
             cols += ["", "", ""]
-        cols.append(self.clock.instant(1 + int(rnd() * 700), int(rnd() * 1440))
-                    if rnd() < 0.05 else "")
+        cols.append(
+            self.clock.instant(1 + int(rnd() * 700), int(rnd() * 1440)) if rnd() < 0.05 else ""
+        )
         return cols
 
     def _phone(self, area: str, line: str) -> str:
@@ -106,16 +120,26 @@ class CrmRenderer:
         elif rnd() < 0.15:
             # Same mailbox, typed differently: case and stray whitespace.
             email = f" {email.title()}" if rnd() < 0.5 else f"{email.upper()} "
-        birth = "" if (kind == "mrn" and rnd() < 0.15) or (kind == "email" and rnd() < 0.5) \
+        birth = (
+            ""
+            if (kind == "mrn" and rnd() < 0.15) or (kind == "email" and rnd() < 0.5)
             else iso[p.birth_d]
+        )
         postal = p.address.postal_code
         if rnd() < 0.2:
             postal += f"-{int(rnd() * 9999) + 1:04d}"
         return [
-            self.contact_id(), email, given, family, self._phone(p.phone_area, p.phone_line),
-            birth, postal,
-            p.mrn if kind == "mrn" else "", C.MRN_AUTHORITY if kind == "mrn" else "",
-            *self._consent_columns(p.auth), *self._tail(),
+            self.contact_id(),
+            email,
+            given,
+            family,
+            self._phone(p.phone_area, p.phone_line),
+            birth,
+            postal,
+            p.mrn if kind == "mrn" else "",
+            C.MRN_AUTHORITY if kind == "mrn" else "",
+            *self._consent_columns(p.auth),
+            *self._tail(),
         ]
 
     def lead_row(self) -> list[str]:
@@ -132,7 +156,15 @@ class CrmRenderer:
             signed = 1 + int(rnd() * 700)
             auth = (AUTH_ACTIVE, signed, signed - 730, None)
         return [
-            self.contact_id(), email, given, family,
-            self._phone(area, PHONE_LINES[int(rnd() * 100)]), birth, address.postal_code,
-            "", "", *self._consent_columns(auth), *self._tail(),
+            self.contact_id(),
+            email,
+            given,
+            family,
+            self._phone(area, PHONE_LINES[int(rnd() * 100)]),
+            birth,
+            address.postal_code,
+            "",
+            "",
+            *self._consent_columns(auth),
+            *self._tail(),
         ]

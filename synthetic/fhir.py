@@ -47,13 +47,22 @@ _GENDERS = {FEMALE: "female", MALE: "male", OTHER: "other"}
 
 def _omb(url: str, code: str, display: str) -> str:
     if code == "UNK":
-        coding = {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
-                  "code": "UNK", "display": "Unknown"}
+        coding = {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+            "code": "UNK",
+            "display": "Unknown",
+        }
     else:
         coding = {"system": "urn:oid:2.16.840.1.113883.6.238", "code": code, "display": display}
-    return _j({"url": US_CORE + url,
-               "extension": [{"url": "ombCategory", "valueCoding": coding},
-                             {"url": "text", "valueString": display}]})
+    return _j(
+        {
+            "url": US_CORE + url,
+            "extension": [
+                {"url": "ombCategory", "valueCoding": coding},
+                {"url": "text", "valueString": display},
+            ],
+        }
+    )
 
 
 _RACE_EXT = [_omb("us-core-race", code, display) for code, display, _ in N.RACES]
@@ -63,36 +72,62 @@ _BIRTHSEX_EXT = {
     MALE: "," + _j({"url": US_CORE + "us-core-birthsex", "valueCode": "M"}),
 }
 _COMMUNICATION = [
-    _j([{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": code,
-                                  "display": display}], "text": display}, "preferred": True}])
+    _j(
+        [
+            {
+                "language": {
+                    "coding": [{"system": "urn:ietf:bcp:47", "code": code, "display": display}],
+                    "text": display,
+                },
+                "preferred": True,
+            }
+        ]
+    )
     for code, display, _ in N.LANGUAGES
 ]
 _META_TAIL = ',"profile":' + _j([US_CORE + "us-core-patient"]) + "}"
-_MRN_HEAD = ('{"use":"usual","type":' + _j(_cc("http://terminology.hl7.org/CodeSystem/v2-0203",
-                                                "MR", "Medical Record Number", "MRN"))
-             + f',"system":"{C.MRN_SYSTEM}","value":"')
+_MRN_HEAD = (
+    '{"use":"usual","type":'
+    + _j(_cc("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical Record Number", "MRN"))
+    + f',"system":"{C.MRN_SYSTEM}","value":"'
+)
 _MRN_TAIL = '","assigner":' + _j({"display": C.MRN_AUTHORITY}) + "}"
-_SSN_HEAD = (',{"type":' + _j(_cc("http://terminology.hl7.org/CodeSystem/v2-0203", "SS",
-                                   "Social Security number"))
-             + f',"system":"{C.SSN_SYSTEM}","value":"')
+_SSN_HEAD = (
+    ',{"type":'
+    + _j(_cc("http://terminology.hl7.org/CodeSystem/v2-0203", "SS", "Social Security number"))
+    + f',"system":"{C.SSN_SYSTEM}","value":"'
+)
 
 _COND_CODE = [_j(_cc(C.SNOMED, code, display, text)) for code, display, text in C.CONDITIONS]
 _COND_FIXED = (
-    '"verificationStatus":' + _j(_cc("http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                                     "confirmed", "Confirmed"))
-    + ',"category":' + _j([_cc("http://terminology.hl7.org/CodeSystem/condition-category",
-                               "problem-list-item", "Problem List Item")])
+    '"verificationStatus":'
+    + _j(
+        _cc("http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed", "Confirmed")
+    )
+    + ',"category":'
+    + _j(
+        [
+            _cc(
+                "http://terminology.hl7.org/CodeSystem/condition-category",
+                "problem-list-item",
+                "Problem List Item",
+            )
+        ]
+    )
 )
 _CLINICAL = {
-    True: _j(_cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active",
-                 "Active")),
-    False: _j(_cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "resolved",
-                  "Resolved")),
+    True: _j(_cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active")),
+    False: _j(
+        _cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "resolved", "Resolved")
+    ),
 }
-_ENC_CLASS = [_j({"system": C.ACT_CODE, "code": code, "display": display})
-              for code, display in C.ENCOUNTER_CLASSES]
-_ENC_TYPE = [[_j([_cc(C.SNOMED, code, display)]) for code, display in types]
-             for types in C.ENCOUNTER_TYPES]
+_ENC_CLASS = [
+    _j({"system": C.ACT_CODE, "code": code, "display": display})
+    for code, display in C.ENCOUNTER_CLASSES
+]
+_ENC_TYPE = [
+    [_j([_cc(C.SNOMED, code, display)]) for code, display in types] for types in C.ENCOUNTER_TYPES
+]
 _OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
 _LAB = _j([_cc(_OBS_CAT, "laboratory", "Laboratory")])
 _VITALS = _j([_cc(_OBS_CAT, "vital-signs", "Vital Signs")])
@@ -105,8 +140,13 @@ _MED_CODE = [_j(_cc(C.RXNORM, code, display)) for code, display in C.MEDICATIONS
 _VAX_CODE = [_j(_cc(C.CVX, code, display)) for code, display in C.VACCINES]
 _PROC_CODE = [_j(_cc(C.SNOMED, code, display)) for code, display in C.PROCEDURES]
 _SERVICE = [_j([_cc(C.SERVICE_SYSTEM, code, display)]) for code, display in C.SERVICES]
-_APPT_TYPE = _j(_cc("http://terminology.hl7.org/CodeSystem/v2-0276", "ROUTINE",
-                    "Routine appointment - default if not valued"))
+_APPT_TYPE = _j(
+    _cc(
+        "http://terminology.hl7.org/CodeSystem/v2-0276",
+        "ROUTINE",
+        "Routine appointment - default if not valued",
+    )
+)
 _APPT_STATUS = C.APPOINTMENT_STATUSES
 
 
@@ -121,19 +161,26 @@ _CONSENT_CATEGORY = _j([_cc(C.LOINC, "59284-0", "Patient Consent")])
 _POLICY = "http://terminology.hl7.org/CodeSystem/consentpolicycodes"
 _SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 _TREATMENT_HEAD = (
-    '"status":"active","scope":' + _j(_cc(_SCOPE, "treatment", "Treatment"))
-    + ',"category":' + _CONSENT_CATEGORY
+    '"status":"active","scope":'
+    + _j(_cc(_SCOPE, "treatment", "Treatment"))
+    + ',"category":'
+    + _CONSENT_CATEGORY
 )
-_TREATMENT_RULE = ',"policyRule":' + _j(_cc(_POLICY, "hipaa-npp",
-                                              "HIPAA Notice of Privacy Practices"))
-_MARKETING_HEAD = ',"scope":' + _j(_cc(_SCOPE, "patient-privacy", "Privacy Consent")) + (
-    ',"category":' + _CONSENT_CATEGORY
+_TREATMENT_RULE = ',"policyRule":' + _j(
+    _cc(_POLICY, "hipaa-npp", "HIPAA Notice of Privacy Practices")
+)
+_MARKETING_HEAD = (
+    ',"scope":'
+    + _j(_cc(_SCOPE, "patient-privacy", "Privacy Consent"))
+    + (',"category":' + _CONSENT_CATEGORY)
 )
 _MARKETING_RULE = ',"policyRule":' + _j(_cc(_POLICY, "hipaa-auth", "HIPAA Authorization"))
-_PURPOSE_MARKETING = ',"purpose":' + _j([{"system": C.ACT_REASON, "code": "HMARKT",
-                                          "display": "healthcare marketing"}])
-_PURPOSE_TREATMENT = ',"purpose":' + _j([{"system": C.ACT_REASON, "code": "TREAT",
-                                          "display": "treatment"}])
+_PURPOSE_MARKETING = ',"purpose":' + _j(
+    [{"system": C.ACT_REASON, "code": "HMARKT", "display": "healthcare marketing"}]
+)
+_PURPOSE_TREATMENT = ',"purpose":' + _j(
+    [{"system": C.ACT_REASON, "code": "TREAT", "display": "treatment"}]
+)
 
 
 def patient_line(p: Person, clock: Clock) -> str:
@@ -142,8 +189,10 @@ def patient_line(p: Person, clock: Clock) -> str:
     given = f'"{p.given}","{p.middle}"' if p.middle else f'"{p.given}"'
     email = f',{{"system":"email","value":"{p.email}"}}' if p.email else ""
     use = "mobile" if p.mobile else "home"
-    deceased = "" if p.deceased is None else (
-        ',"deceasedBoolean":true' if p.deceased else ',"deceasedBoolean":false'
+    deceased = (
+        ""
+        if p.deceased is None
+        else (',"deceasedBoolean":true' if p.deceased else ',"deceasedBoolean":false')
     )
     a = p.address
     line = f'"{a.line}","{a.line2}"' if a.line2 else f'"{a.line}"'
@@ -151,7 +200,7 @@ def patient_line(p: Person, clock: Clock) -> str:
         f'{{"resourceType":"Patient","id":"{p.id}","meta":{{"lastUpdated":"'
         f'{clock.iso[p.updated_d]}{clock.t_iso[p.updated_m]}"{_META_TAIL},'
         f'"extension":[{_RACE_EXT[p.race]},{_ETHNICITY_EXT[p.ethnicity]}'
-        f'{_BIRTHSEX_EXT.get(p.sex, "")}],'
+        f"{_BIRTHSEX_EXT.get(p.sex, '')}],"
         f'"identifier":[{_MRN_HEAD}{p.mrn}{_MRN_TAIL}{ssn}],"active":true,'
         f'"name":[{{"use":"official","family":"{p.family}","given":[{given}]}}],'
         f'"telecom":[{{"system":"phone","value":"{p.phone_area}-{p.phone_line}","use":"{use}"}}'
@@ -264,7 +313,7 @@ def render(p: Person, clock: Clock, out: dict[str, list[str]]) -> None:
             f'{{"resourceType":"Consent","id":"{pid}-ct",{_TREATMENT_HEAD},'
             f'"patient":{subject},"dateTime":"{iso[d]}{t_iso[600]}"{_TREATMENT_RULE},'
             f'"provision":{{"type":"permit","period":{{"start":"{iso[d]}"}}'
-            f'{_PURPOSE_TREATMENT}}}}}\n'
+            f"{_PURPOSE_TREATMENT}}}}}\n"
         )
     if p.fhir_marketing == 1 and p.auth:
         state, signed, expires, _ = p.auth
@@ -283,5 +332,5 @@ def render(p: Person, clock: Clock, out: dict[str, list[str]]) -> None:
             f'{{"resourceType":"Consent","id":"{pid}-cm","status":"active"'
             f'{_MARKETING_HEAD},"patient":{subject},"dateTime":"{iso[d]}{t_iso[700]}"'
             f'{_MARKETING_RULE},"provision":{{"type":"deny","period":{{"start":"{iso[d]}"}}'
-            f'{_PURPOSE_MARKETING}}}}}\n'
+            f"{_PURPOSE_MARKETING}}}}}\n"
         )

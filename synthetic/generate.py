@@ -175,12 +175,16 @@ def _manifest(summary: GenerationSummary, sizes: dict[str, int]) -> dict[str, An
             "mrn_system": C.MRN_SYSTEM,
             "ssn_system": C.SSN_SYSTEM,
             "records": "FHIR: NDJSON lines; HL7: messages (CR-separated segments, concatenated);"
-                       " CSV: data rows after the header (CRLF, RFC 4180)",
+            " CSV: data rows after the header (CRLF, RFC 4180)",
         },
         "files": files,
         "bad_records": {
-            k.name: {"count": summary.bad[k.name], "file": k.file, "reason": k.reason,
-                     "description": k.description}
+            k.name: {
+                "count": summary.bad[k.name],
+                "file": k.file,
+                "reason": k.reason,
+                "description": k.description,
+            }
             for k in KINDS
         },
         "totals": {

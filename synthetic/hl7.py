@@ -23,14 +23,22 @@ _MSH_HEAD = "MSH|^~\\&|HUBEHR|HUBHOSP|AUDIENCEHUB|HUBHOSP|"
 _MSH_TAIL = "|P|2.5.1|||AL|NE||UNICODE UTF-8\r"
 _SCH_STATUS = ("Booked", "Complete", "Noshow", "Cancelled")
 _SIU_EVENT = ("S12", "S12", "S26", "S15")
-_SCH_REASON = ("NEW^New booking^HL70276", "NEW^New booking^HL70276", "NOSHOW^No show^L",
-               "CANCEL^Cancelled by patient^L")
+_SCH_REASON = (
+    "NEW^New booking^HL70276",
+    "NEW^New booking^HL70276",
+    "NOSHOW^No show^L",
+    "CANCEL^Cancelled by patient^L",
+)
 _HBA1C_CE = f"{C.HBA1C[0]}^{C.HBA1C[1]}^LN"
 _EMPTY = ("",) * 20
-_RACE = [f"{code}^{display}^CDCREC" if code != "UNK" else "UNK^Unknown^NULLFL"
-         for code, display, _ in N.RACES]
-_ETHNICITY = [f"{code}^{display}^CDCREC" if code != "UNK" else "UNK^Unknown^NULLFL"
-              for code, display, _ in N.ETHNICITIES]
+_RACE = [
+    f"{code}^{display}^CDCREC" if code != "UNK" else "UNK^Unknown^NULLFL"
+    for code, display, _ in N.RACES
+]
+_ETHNICITY = [
+    f"{code}^{display}^CDCREC" if code != "UNK" else "UNK^Unknown^NULLFL"
+    for code, display, _ in N.ETHNICITIES
+]
 _LANGUAGE = [f"{code}^{display}^ISO639" for code, display, _ in N.LANGUAGES]
 
 
@@ -105,15 +113,16 @@ class Hl7Renderer:
         when = ts(p.registered_d, 540 + int(rnd() * 480))
         out["adt"].append(
             msh("ADT^A04^ADT_A01", when, ids.next("adt"))
-            + f"EVN|A04|{when}\r" + segment + "PV1|1|O\r"
+            + f"EVN|A04|{when}\r"
+            + segment
+            + "PV1|1|O\r"
         )
         # ~30% get a later A08 with a newer address and/or phone than the FHIR Patient has.
         if rnd() < 0.3:
             r = rnd()
             if r < 0.65:
                 moved, _ = make_address(self.rng)
-                address = _xad(moved.line, moved.line2, moved.city, moved.state,
-                               moved.postal_code)
+                address = _xad(moved.line, moved.line2, moved.city, moved.state, moved.postal_code)
             if r > 0.5:
                 phone = _xtn(p.phone_area, PHONE_LINES[int(rnd() * 100)], not p.mobile)
             d = int(rnd() * p.updated_d) if p.updated_d > 0 else 0
@@ -137,10 +146,38 @@ class Hl7Renderer:
                 msh("ORU^R01^ORU_R01", ts(d, min(m + 120, 1439)), ctrl)
                 + segment
                 + seg("ORC", "RE", f"{p.id}-L{n}^HUBEHR", f"{ctrl}^HUBLAB")
-                + seg("OBR", "1", f"{p.id}-L{n}^HUBEHR", f"{ctrl}^HUBLAB", _HBA1C_CE, "", "",
-                      when, *_EMPTY[:14], when, "", "CH", "F")
-                + seg("OBX", "1", "NM", _HBA1C_CE, "", str(value), "%^%^UCUM", "4.0-5.6", flag,
-                      "", "", "F", "", "", when)
+                + seg(
+                    "OBR",
+                    "1",
+                    f"{p.id}-L{n}^HUBEHR",
+                    f"{ctrl}^HUBLAB",
+                    _HBA1C_CE,
+                    "",
+                    "",
+                    when,
+                    *_EMPTY[:14],
+                    when,
+                    "",
+                    "CH",
+                    "F",
+                )
+                + seg(
+                    "OBX",
+                    "1",
+                    "NM",
+                    _HBA1C_CE,
+                    "",
+                    str(value),
+                    "%^%^UCUM",
+                    "4.0-5.6",
+                    flag,
+                    "",
+                    "",
+                    "F",
+                    "",
+                    "",
+                    when,
+                )
             )
 
         for n, (status, d, m, minutes, service, created) in enumerate(p.appointments):
@@ -153,14 +190,35 @@ class Hl7Renderer:
             appt_id = f"{p.id}-s{n}"
             out["siu"].append(
                 msh(f"SIU^{_SIU_EVENT[status]}^SIU_S12", sent, ids.next("siu"))
-                + seg("SCH", f"{appt_id}^HUBEHR", f"{appt_id}^HUBEHR", "", "", "",
-                      _SCH_REASON[status], "ROUTINE^Routine^HL70276", "NORMAL^Normal^HL70277",
-                      str(minutes), "min^minutes^ISO+", f"^^{minutes}^{start}^{end}",
-                      *_EMPTY[:13], _SCH_STATUS[status])
+                + seg(
+                    "SCH",
+                    f"{appt_id}^HUBEHR",
+                    f"{appt_id}^HUBEHR",
+                    "",
+                    "",
+                    "",
+                    _SCH_REASON[status],
+                    "ROUTINE^Routine^HL70276",
+                    "NORMAL^Normal^HL70277",
+                    str(minutes),
+                    "min^minutes^ISO+",
+                    f"^^{minutes}^{start}^{end}",
+                    *_EMPTY[:13],
+                    _SCH_STATUS[status],
+                )
                 + segment
                 + "RGS|1|A\r"
-                + seg("AIS", "1", "A", f"{code}^{display}^HUBSVC", start, "", "", str(minutes),
-                      "min^minutes^ISO+")
+                + seg(
+                    "AIS",
+                    "1",
+                    "A",
+                    f"{code}^{display}^HUBSVC",
+                    start,
+                    "",
+                    "",
+                    str(minutes),
+                    "min^minutes^ISO+",
+                )
             )
 
         if p.immunizations:
@@ -170,7 +228,21 @@ class Hl7Renderer:
                 code, display = C.VACCINES[vi]
                 day = clock.hl7[d]
                 body.append(f"ORC|RE||{p.id}-i{n}^HUBEHR\r")
-                body.append(seg("RXA", "0", "1", day, day, f"{code}^{display}^CVX", "0.5",
-                                 "mL^mL^UCUM", "", "00^New immunization record^NIP001",
-                                 *_EMPTY[:10], "CP", "A"))
+                body.append(
+                    seg(
+                        "RXA",
+                        "0",
+                        "1",
+                        day,
+                        day,
+                        f"{code}^{display}^CVX",
+                        "0.5",
+                        "mL^mL^UCUM",
+                        "",
+                        "00^New immunization record^NIP001",
+                        *_EMPTY[:10],
+                        "CP",
+                        "A",
+                    )
+                )
             out["vxu"].append("".join(body))

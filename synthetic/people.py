@@ -105,8 +105,10 @@ def make_address(rng: Random, restricted_share: float = 0.03) -> tuple[Address, 
     city, state, zip3s, areas = pool[int(rnd() * len(pool))]
     zip3 = zip3s[int(rnd() * len(zip3s))]
     number = 1 + int(rnd() * 9899)
-    line = (f"{number} {N.STREETS[int(rnd() * len(N.STREETS))]} "
-            f"{N.STREET_SUFFIXES[int(rnd() * len(N.STREET_SUFFIXES))]}")
+    line = (
+        f"{number} {N.STREETS[int(rnd() * len(N.STREETS))]} "
+        f"{N.STREET_SUFFIXES[int(rnd() * len(N.STREET_SUFFIXES))]}"
+    )
     line2 = N.UNITS[int(rnd() * len(N.UNITS))] if rnd() < 0.2 else ""
     postal = zip3 + _ZIP_SUFFIXES[int(rnd() * 98)]
     return Address(line, line2, city, state, postal), areas[int(rnd() * len(areas))]
@@ -256,8 +258,9 @@ class PersonFactory:
                 total = start_m + minutes
                 end_d = d - total // 1440
                 # A stay that has not ended by as_of is still in progress: no end.
-                encounters.append((klass, etype, d, start_m, end_d if end_d >= 0 else None,
-                                   total % 1440))
+                encounters.append(
+                    (klass, etype, d, start_m, end_d if end_d >= 0 else None, total % 1440)
+                )
                 d += 30 + int(rnd() * 400)
 
         # Vitals at the latest adult visit.
@@ -283,16 +286,22 @@ class PersonFactory:
                 pool = C.HBA1C_DIABETIC
                 hba1c.append((d, 420 + int(rnd() * 300), pool[int(rnd() * len(pool))]))
                 if rnd() < 0.5 and d + 200 < birth_d:
-                    hba1c.append((d + 90 + int(rnd() * 110), 420 + int(rnd() * 300),
-                                  pool[int(rnd() * len(pool))]))
+                    hba1c.append(
+                        (
+                            d + 90 + int(rnd() * 110),
+                            420 + int(rnd() * 300),
+                            pool[int(rnd() * len(pool))],
+                        )
+                    )
         elif has[C.PREDIABETES] and rnd() < 0.6:
             pool = C.HBA1C_PREDIABETIC
             d = min(1 + int(rnd() * 720), birth_d - 1)
             hba1c.append((d, 420 + int(rnd() * 300), pool[int(rnd() * len(pool))]))
         elif band >= 2 and rnd() < 0.05:
             pool = C.HBA1C_NORMAL
-            hba1c.append((1 + int(rnd() * 720), 420 + int(rnd() * 300),
-                          pool[int(rnd() * len(pool))]))
+            hba1c.append(
+                (1 + int(rnd() * 720), 420 + int(rnd() * 300), pool[int(rnd() * len(pool))])
+            )
 
         # Medications for treated chronic conditions.
         meds = p.meds
@@ -353,8 +362,11 @@ class PersonFactory:
             procs.append((C.MISC_PROCEDURES[int(rnd() * 6)], max(d, 0), 480 + int(rnd() * 600)))
         if rnd() < 0.06:
             d = min(int(rnd() * 15), birth_d - 1)
-            kind = (C.SCREENING_MAMMO if p.sex == FEMALE and age >= 40 and rnd() < 0.3
-                    else C.MISC_PROCEDURES[int(rnd() * 6)])
+            kind = (
+                C.SCREENING_MAMMO
+                if p.sex == FEMALE and age >= 40 and rnd() < 0.3
+                else C.MISC_PROCEDURES[int(rnd() * 6)]
+            )
             procs.append((kind, max(d, 0), 480 + int(rnd() * 600)))
 
         # Appointments: upcoming in 1-3 days, recent no-shows, future bookings, past visits.

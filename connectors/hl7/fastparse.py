@@ -93,7 +93,7 @@ def _sequence(seq: str, d: Delimiters) -> str | None:
             "H": "",  # highlight on/off: formatting only, no content
             "N": "",
         }.get(seq)
-    if seq[0] == "X":
+    if seq[:1] == "X":  # a slice: two adjacent escape characters give an empty sequence
         return _hex(seq[1:])
     return None
 

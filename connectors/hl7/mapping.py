@@ -179,10 +179,10 @@ def _patient(pid: SegmentView, ctx: _Context, where: str) -> SourceRecord:
         "subject_id": subject_id,
         "source_id": subject_id,
         "mrn": mrn,
-        "mrn_authority": _opt(authority),
+        "mrn_authority": authority or None,
         "ssn": ssn or None,
-        "given_name": _opt(given),
-        "family_name": _opt(family),
+        "given_name": given or None,
+        "family_name": family or None,
         "birth_date": parse_date(birth, "PID-7") if birth else None,
         "sex": sex,
         "email": email,
@@ -198,7 +198,7 @@ def _patient(pid: SegmentView, ctx: _Context, where: str) -> SourceRecord:
         "deceased": True if deceased_flag == "Y" else False if deceased_flag == "N" else None,
         "effective_at": ctx.effective_at,
     }
-    return SourceRecord(entity="patient", position=f"{ctx.position} {where}", fields=fields)
+    return SourceRecord("patient", f"{ctx.position} {where}", fields)
 
 
 def _subject(patient: SourceRecord) -> dict[str, Any]:

@@ -77,12 +77,14 @@ def parse_dtm(value: str, field: str) -> datetime:
     try:
         # The grammar is checked here (ASCII digits, allowed lengths, offset range) and the
         # calendar by the C parser, which also rejects month 13 or second 60.
-        if len(value) == 19 and value[14] in "+-":  # the usual YYYYMMDDHHMMSS+ZZZZ
+        # Fast paths for the two usual shapes, YYYYMMDDHHMMSS+ZZZZ and YYYYMMDDHHMMSS.
+        if len(value) == 19 and value[14] in "+-":
             digits = value[:14]
             if digits.isascii() and digits.isdigit():
-                return datetime.fromisoformat(f"{digits[:8]}T{digits[8:]}+00:00") - _offset(
-                    value[14:]
-                )
+                moment = datetime.fromisoformat(f"{digits[:8]}T{digits[8:]}+00:00")
+                return moment - _offset(value[14:])
+        elif len(value) == 14 and value.isascii() and value.isdigit():
+            return datetime.fromisoformat(f"{value[:8]}T{value[8:]}+00:00")
         digits, fraction, offset = _split_dtm(value.strip())
         if len(digits) >= 8:
             moment = datetime.fromisoformat(_iso(digits, fraction))

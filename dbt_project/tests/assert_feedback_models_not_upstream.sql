@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'segment_catalog'}}}) }}
+-- depends_on: {{ ref('segment_catalog') }}
 {#-
     Models tagged 'feedback' run after the engine's feedback step, in their own Dagster
     selection: none of them may feed a model, seed or snapshot outside that tag (a direct

@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'audience_membership'}}}) }}
 {#-
     Every segment must be a declared parent of audience_membership (so it is built first and
     gated) and must appear in segment_catalog with its purpose; every audience in

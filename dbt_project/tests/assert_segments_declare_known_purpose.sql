@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'segment_catalog'}}}) }}
+-- depends_on: {{ ref('segment_catalog') }}
 {#-
     Every segment (tag 'segment') must declare meta.purpose from the consent rules
     (treatment, marketing, fundraising, plan_benefits), an owner and a description, and may

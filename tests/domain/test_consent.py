@@ -44,8 +44,7 @@ def test_unsubscribe_ends_marketing_but_not_care_messages():
 def test_suppression_ends_every_purpose():
     for kind, reason in (("hard_bounce", "hard_bounced"), ("complaint", "complained")):
         for purpose in PURPOSES:
-            decision = decide(OPTED_IN, AUTHORIZED, ConsentEvent(kind, YESTERDAY),
-                              purpose=purpose)
+            decision = decide(OPTED_IN, AUTHORIZED, ConsentEvent(kind, YESTERDAY), purpose=purpose)
             assert not decision.allowed and decision.reason == reason
 
 

@@ -17,8 +17,9 @@ def test_subjects_sharing_a_key_resolve_to_one_person_and_merges_apply():
         ("fhir-1", "email", "e1"),
         ("crm-2", "email", "e2"),
     ]
-    resolution = resolve(["fhir-1", "hl7-1", "crm-1", "crm-2", "lonely"], keys,
-                         [("crm-2", "old-9")], TOKENIZER)
+    resolution = resolve(
+        ["fhir-1", "hl7-1", "crm-1", "crm-2", "lonely"], keys, [("crm-2", "old-9")], TOKENIZER
+    )
     person = resolution.person_of
     assert person["fhir-1"] == person["hl7-1"] == person["crm-1"]
     assert person["crm-2"] == person["old-9"] != person["fhir-1"]
@@ -38,7 +39,11 @@ def test_diff_modes():
     synced = {"b": "h2", "c": "h3", "gone": "h9"}
     mirror = diff_membership(wanted, synced, "mirror")
     assert (mirror.adds, mirror.updates, mirror.removes, mirror.unchanged) == (
-        ["a"], ["b"], ["gone"], 1)
+        ["a"],
+        ["b"],
+        ["gone"],
+        1,
+    )
     assert diff_membership(wanted, synced, "upsert").removes == []
     append = diff_membership(wanted, synced, "append")
     assert append.updates == [] and append.adds == ["a"]

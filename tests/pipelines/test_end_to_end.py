@@ -50,9 +50,11 @@ def test_every_source_loads_and_reconciles_with_quarantine_reasons(pipeline_run,
             "select source, sum(records_read), sum(records_loaded), sum(records_quarantined)"
             " from landing.source_files group by source"
         ).fetchall()
-        reasons = dict(conn.execute(
-            "select source, count(distinct reason) from quarantine.records group by source"
-        ).fetchall())
+        reasons = dict(
+            conn.execute(
+                "select source, count(distinct reason) from quarantine.records group by source"
+            ).fetchall()
+        )
     counts = {source: (read, loaded, quarantined) for source, read, loaded, quarantined in rows}
     assert set(counts) >= {"fhir", "hl7", "crm"}
     for source in ("fhir", "hl7", "crm"):
@@ -87,20 +89,19 @@ def test_every_pushed_marketing_contact_had_valid_consent(pipeline_run, warehous
         events = consent_events_for(conn, [person for person, _, _ in rows])
         # Engine feedback that arrived after a push (a bounce of that very send) did not
         # exist when the gate decided; judge each push on what was known then.
-        received = dict(conn.execute(
-            "select event_id, received_at from engagement.suppressions"
-        ).fetchall())
+        received = dict(
+            conn.execute("select event_id, received_at from engagement.suppressions").fetchall()
+        )
     for person, purpose, pushed_at in rows:
         known = [
-            e for e in events.get(person, [])
+            e
+            for e in events.get(person, [])
             if e.source_ref not in received or received[e.source_ref] < pushed_at
         ]
         assert consent_state_on(known, purpose, pushed_at.date()).allowed
 
 
-def test_sync_refuses_a_member_without_consent_even_if_the_mart_lists_them(
-    pipeline_run, warehouse
-):
+def test_sync_refuses_a_member_without_consent_even_if_the_mart_lists_them(pipeline_run, warehouse):
     """A segment that bypassed the dbt gate still cannot push: the send step re-checks."""
     defs, _, _ = pipeline_run
     with warehouse.connect() as conn:
@@ -122,16 +123,20 @@ def test_sync_refuses_a_member_without_consent_even_if_the_mart_lists_them(
         engine_resource = EmailEngineResource(state_folder=str(warehouse.state_path))
         try:
             cipher = defs.resources["privacy"].vault_cipher()
-            result = sync_audience(conn, engine_resource.engine(), cipher,
-                                   destination="sandbox", audience=audience)
+            result = sync_audience(
+                conn, engine_resource.engine(), cipher, destination="sandbox", audience=audience
+            )
         finally:
             engine_resource.teardown_after_execution(None)
         pushed = conn.execute(
             "select count(*) from activation.ledger where person_token = %s and audience = %s",
             (outsider, audience),
         ).fetchone()[0]
-        conn.execute("delete from marts.audience_membership where person_token = %s"
-                     " and consent_ref is null and audience = %s", (outsider, audience))
+        conn.execute(
+            "delete from marts.audience_membership where person_token = %s"
+            " and consent_ref is null and audience = %s",
+            (outsider, audience),
+        )
         conn.commit()
     assert pushed == 0
     assert result.excluded >= 1
@@ -151,8 +156,8 @@ def test_a_second_run_pushes_nothing_new(pipeline_run, warehouse):
     # Only removals (engine feedback: unsubscribes, bounces) may have been written since.
     with warehouse.connect() as conn:
         new_upserts = conn.execute(
-            "select count(*) from activation.ledger where ledger_id > %s"
-            " and operation <> 'remove'", (before,)
+            "select count(*) from activation.ledger where ledger_id > %s and operation <> 'remove'",
+            (before,),
         ).fetchone()[0]
     assert new_upserts == 0
 

@@ -218,10 +218,14 @@ def test_fhir_shape_ids_and_references(medium: tuple[Path, GenerationSummary]) -
     # US Core bits and the variety the brief asks for.
     assert all(p["extension"][0]["url"].endswith("us-core-race") for p in patients)
     assert any("deceasedBoolean" in p for p in patients)
-    assert any(i["system"] == "http://hl7.org/fhir/sid/us-ssn"
-               for p in patients for i in p["identifier"])
-    accented = [p for p in patients if not (p["name"][0]["family"]
-                                             + "".join(p["name"][0]["given"])).isascii()]
+    assert any(
+        i["system"] == "http://hl7.org/fhir/sid/us-ssn" for p in patients for i in p["identifier"]
+    )
+    accented = [
+        p
+        for p in patients
+        if not (p["name"][0]["family"] + "".join(p["name"][0]["given"])).isascii()
+    ]
     assert accented
     zips = [p["address"][0]["postalCode"] for p in patients]
     assert all(len(z) == 5 and z.isdigit() for z in zips)
@@ -237,11 +241,15 @@ def test_care_gap_segments_are_populated(medium: tuple[Path, GenerationSummary])
     def pid(ref: dict[str, str]) -> str:
         return ref["reference"].removeprefix("Patient/")
 
-    diabetics = {pid(c["subject"]) for c in fhir_resources(root, "Condition")
-                 if c["code"]["coding"][0]["code"] == "44054006"}
+    diabetics = {
+        pid(c["subject"])
+        for c in fhir_resources(root, "Condition")
+        if c["code"]["coding"][0]["code"] == "44054006"
+    }
     assert 0.06 * n < len(diabetics) < 0.14 * n
-    assert any(c["code"]["coding"][0]["code"] == "38341003"
-               for c in fhir_resources(root, "Condition"))
+    assert any(
+        c["code"]["coding"][0]["code"] == "38341003" for c in fhir_resources(root, "Condition")
+    )
 
     observations = fhir_resources(root, "Observation")
     last_a1c: dict[str, int] = {}
@@ -255,11 +263,18 @@ def test_care_gap_segments_are_populated(medium: tuple[Path, GenerationSummary])
     codes = {o["code"]["coding"][0]["code"] for o in observations}
     assert {"4548-4", "39156-5", "85354-9"} <= codes
 
-    mammo = {pid(p["subject"]) for p in fhir_resources(root, "Procedure")
-             if p["code"]["coding"][0]["code"] in ("24623002", "71651007")
-             and days_ago(p["performedDateTime"]) <= 730}
-    women = [i for i, p in patients.items() if p["gender"] == "female"
-             and 50 <= (AS_OF - date.fromisoformat(p["birthDate"])).days // 365.25 <= 74]
+    mammo = {
+        pid(p["subject"])
+        for p in fhir_resources(root, "Procedure")
+        if p["code"]["coding"][0]["code"] in ("24623002", "71651007")
+        and days_ago(p["performedDateTime"]) <= 730
+    }
+    women = [
+        i
+        for i, p in patients.items()
+        if p["gender"] == "female"
+        and 50 <= (AS_OF - date.fromisoformat(p["birthDate"])).days // 365.25 <= 74
+    ]
     overdue = [w for w in women if w not in mammo]
     assert 0.2 * len(women) < len(overdue) < 0.7 * len(women)
 
@@ -268,37 +283,51 @@ def test_care_gap_segments_are_populated(medium: tuple[Path, GenerationSummary])
     assert any(p["code"]["coding"][0]["code"] == "73761001" for p in procedures)
 
     season = date(AS_OF.year if AS_OF.month >= 8 else AS_OF.year - 1, 8, 1)
-    flu = {pid(i["patient"]) for i in fhir_resources(root, "Immunization")
-           if i["vaccineCode"]["coding"][0]["code"] in ("140", "150", "158")
-           and date.fromisoformat(i["occurrenceDateTime"]) >= season}
+    flu = {
+        pid(i["patient"])
+        for i in fhir_resources(root, "Immunization")
+        if i["vaccineCode"]["coding"][0]["code"] in ("140", "150", "158")
+        and date.fromisoformat(i["occurrenceDateTime"]) >= season
+    }
     assert 0.25 * n < len(flu) < 0.6 * n
 
-    recent_visit = {pid(e["subject"]) for e in fhir_resources(root, "Encounter")
-                    if days_ago(e["period"]["start"]) <= 548}
+    recent_visit = {
+        pid(e["subject"])
+        for e in fhir_resources(root, "Encounter")
+        if days_ago(e["period"]["start"]) <= 548
+    }
     no_visit = n - len(recent_visit)
     assert 0.05 * n < no_visit < 0.25 * n
     classes = {e["class"]["code"] for e in fhir_resources(root, "Encounter")}
     assert classes == {"AMB", "EMER", "IMP"}
 
     appointments = fhir_resources(root, "Appointment")
-    upcoming = [a for a in appointments if a["status"] == "booked"
-                and 1 <= -days_ago(a["start"]) <= 3]
-    no_shows = [a for a in appointments if a["status"] == "noshow"
-                and 0 <= days_ago(a["start"]) <= 7]
+    upcoming = [
+        a for a in appointments if a["status"] == "booked" and 1 <= -days_ago(a["start"]) <= 3
+    ]
+    no_shows = [
+        a for a in appointments if a["status"] == "noshow" and 0 <= days_ago(a["start"]) <= 7
+    ]
     assert len(upcoming) > 0.02 * n
     assert len(no_shows) > 0.01 * n
     assert {a["status"] for a in appointments} == {"booked", "fulfilled", "noshow", "cancelled"}
 
     consents = fhir_resources(root, "Consent")
-    kinds = Counter((c["provision"]["purpose"][0]["code"], c["provision"]["type"], c["status"])
-                    for c in consents)
+    kinds = Counter(
+        (c["provision"]["purpose"][0]["code"], c["provision"]["type"], c["status"])
+        for c in consents
+    )
     assert kinds["TREAT", "permit", "active"] > 0.7 * n
     assert kinds["HMARKT", "permit", "active"] > 0
     assert kinds["HMARKT", "permit", "inactive"] > 0
     assert kinds["HMARKT", "deny", "active"] > 0
-    expired = [c for c in consents if c["provision"]["purpose"][0]["code"] == "HMARKT"
-               and "end" in c["provision"]["period"]
-               and date.fromisoformat(c["provision"]["period"]["end"]) < AS_OF]
+    expired = [
+        c
+        for c in consents
+        if c["provision"]["purpose"][0]["code"] == "HMARKT"
+        and "end" in c["provision"]["period"]
+        and date.fromisoformat(c["provision"]["period"]["end"]) < AS_OF
+    ]
     assert expired
 
 
@@ -312,8 +341,12 @@ def test_hl7_messages_parse_except_the_bad_ones(small: tuple[Path, GenerationSum
     files = manifest(root)["files"]
     control_ids: set[str] = set()
     missing = Counter[str]()
-    for kind, expected in (("adt", "ADT_A01"), ("oru", "ORU_R01"), ("siu", "SIU_S12"),
-                           ("vxu", "VXU_V04")):
+    for kind, expected in (
+        ("adt", "ADT_A01"),
+        ("oru", "ORU_R01"),
+        ("siu", "SIU_S12"),
+        ("vxu", "VXU_V04"),
+    ):
         path = f"hl7/{kind}.hl7"
         messages = hl7_messages(root, kind)
         assert len(messages) == files[path]["records"] == summary.files[path].records
@@ -379,15 +412,18 @@ def test_crm_csv_header_rows_and_bad_rows(small: tuple[Path, GenerationSummary])
     root, summary = small
     header, rows = crm_rows(root)
     assert header == list(HEADER)
-    assert (root / "crm/contacts.csv").read_bytes().startswith(",".join(HEADER).encode()
-                                                               + b"\r\n")
+    assert (root / "crm/contacts.csv").read_bytes().startswith(",".join(HEADER).encode() + b"\r\n")
     bad = [r for r in rows if crm_row_is_bad(r)]
     assert len(rows) == summary.files["crm/contacts.csv"].records
-    assert len(bad) == summary.files["crm/contacts.csv"].bad == manifest(root)["files"][
-        "crm/contacts.csv"]["bad"]
+    assert (
+        len(bad)
+        == summary.files["crm/contacts.csv"].bad
+        == manifest(root)["files"]["crm/contacts.csv"]["bad"]
+    )
     assert sum(not r["contact_id"] for r in rows) == summary.bad["crm_missing_contact_id"]
-    assert sum(r["email_opt_in"] not in ("yes", "no") for r in rows) == summary.bad[
-        "crm_bad_opt_in"]
+    assert (
+        sum(r["email_opt_in"] not in ("yes", "no") for r in rows) == summary.bad["crm_bad_opt_in"]
+    )
     for r in rows:
         if crm_row_is_bad(r):
             continue
@@ -404,8 +440,9 @@ def test_crm_overlaps_and_consent_mix(medium: tuple[Path, GenerationSummary]) ->
     patients = fhir_resources(root, "Patient")
     mrns = {i["value"] for p in patients for i in p["identifier"] if i["system"] == MRN_SYSTEM}
     emails = {t["value"] for p in patients for t in p["telecom"] if t["system"] == "email"}
-    name_dob = {(p["name"][0]["given"][0], p["name"][0]["family"], p["birthDate"])
-                for p in patients}
+    name_dob = {
+        (p["name"][0]["given"][0], p["name"][0]["family"], p["birthDate"]) for p in patients
+    }
     _, rows = crm_rows(root)
     good = [r for r in rows if not crm_row_is_bad(r)]
     assert len(good) == summary.crm_contacts
@@ -414,10 +451,18 @@ def test_crm_overlaps_and_consent_mix(medium: tuple[Path, GenerationSummary]) ->
     rest = [r for r in good if not r["mrn"]]
     by_email = [r for r in rest if r["email"].strip().lower() in emails]
     variants = [r for r in good if r["email"] and r["email"] != r["email"].strip().lower()]
-    by_name = [r for r in rest if r["email"].strip().lower() not in emails
-               and (r["first_name"], r["last_name"], r["birth_date"]) in name_dob]
-    leads = [r for r in rest if r["email"].strip().lower() not in emails
-             and (r["first_name"], r["last_name"], r["birth_date"]) not in name_dob]
+    by_name = [
+        r
+        for r in rest
+        if r["email"].strip().lower() not in emails
+        and (r["first_name"], r["last_name"], r["birth_date"]) in name_dob
+    ]
+    leads = [
+        r
+        for r in rest
+        if r["email"].strip().lower() not in emails
+        and (r["first_name"], r["last_name"], r["birth_date"]) not in name_dob
+    ]
     n = summary.patients
     assert 0.35 * n < len(by_mrn) < 0.55 * n
     assert by_email and variants and by_name
@@ -428,8 +473,12 @@ def test_crm_overlaps_and_consent_mix(medium: tuple[Path, GenerationSummary]) ->
     assert 0.5 * len(good) < len(signed) < 0.7 * len(good)
     expired = [r for r in signed if date.fromisoformat(r["marketing_auth_expires"]) < AS_OF]
     revoked = [r for r in signed if r["marketing_auth_revoked"]]
-    current = [r for r in signed if date.fromisoformat(r["marketing_auth_expires"]) > AS_OF
-               and not r["marketing_auth_revoked"]]
+    current = [
+        r
+        for r in signed
+        if date.fromisoformat(r["marketing_auth_expires"]) > AS_OF
+        and not r["marketing_auth_revoked"]
+    ]
     assert expired and revoked and current
     assert any(r["unsubscribed_at"] for r in good)
     assert Counter(r["email_opt_in"] for r in good)["yes"] > 0.7 * len(good)
@@ -472,15 +521,21 @@ def test_one_patient_still_gets_every_bad_kind(tmp_path: Path) -> None:
 
 
 def test_pools_need_no_escaping() -> None:
-    values = [*names.ALL_NAMES, *names.STREETS, *names.UNITS,
-              *(c[0] for c in names.CITIES + names.RESTRICTED_CITIES)]
+    values = [
+        *names.ALL_NAMES,
+        *names.STREETS,
+        *names.UNITS,
+        *(c[0] for c in names.CITIES + names.RESTRICTED_CITIES),
+    ]
     for value in values:
         assert not set(value) & set('"\\|^~&\r\n,'), value
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--patients", "5", "--seed", "2", "--out", str(tmp_path), "--as-of",
-                 "2025-01-02"]) == 0
+    assert (
+        main(["--patients", "5", "--seed", "2", "--out", str(tmp_path), "--as-of", "2025-01-02"])
+        == 0
+    )
     assert manifest(tmp_path)["as_of"] == "2025-01-02"
     assert "patients/s" in capsys.readouterr().out
 
