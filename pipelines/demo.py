@@ -48,9 +48,7 @@ def run_demo(patients: int, seed: int, console: Console) -> dict[str, object]:
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     log_path = state / "demo.log"
     with open(log_path, "w") as log, contextlib.redirect_stdout(log):
-        result = job.execute_in_process(
-            instance=instance, run_config=quiet, raise_on_error=False
-        )
+        result = job.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
         raise SystemExit(
