@@ -30,7 +30,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 dev: install ## The Dagster UI on http://127.0.0.1:3000
-	DAGSTER_HOME=$(abspath .hub/dagster) $(BIN)/dagster dev -w workspace.yaml
+	mkdir -p .hub/dagster && DAGSTER_HOME=$(abspath .hub/dagster) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install ## Benchmarks (not in CI); writes BENCHMARKS.md
 	$(BIN)/python -m bench.run

@@ -14,6 +14,15 @@ suppression_list = dg.AssetSpec(
     description="engagement.suppressions: unsubscribes, complaints and hard bounces.",
 )
 
+# Engagement history as behavioral segments read it (opens and clicks of past campaigns):
+# the same table as engagement_events, declared apart so a behavioral segment can sit
+# upstream of activation without a cycle through this run's feedback.
+engagement_history = dg.AssetSpec(
+    "engagement_history",
+    group_name="feedback",
+    description="engagement.events as of the last feedback read, for behavioral segments.",
+)
+
 
 @dg.asset(
     group_name="feedback",

@@ -10,7 +10,7 @@ from dagster_dbt import DbtCliResource
 
 from assets.activate import audience_syncs
 from assets.dbt import build_dbt_assets
-from assets.feedback import engagement_events, suppression_list
+from assets.feedback import engagement_events, engagement_history, suppression_list
 from assets.ingest import ingest_assets, ingest_checks
 from assets.protect import person_xref
 from pipelines.dbt_project import dbt_project
@@ -51,11 +51,13 @@ def build_definitions(resource_overrides: dict[str, object] | None = None) -> dg
         *build_dbt_assets(),
         audience_syncs,
         suppression_list,
+        engagement_history,
         engagement_events,
     ]
     everything = dg.define_asset_job(
         "full_pipeline",
-        selection=dg.AssetSelection.all() - dg.AssetSelection.keys("suppression_list"),
+        selection=dg.AssetSelection.all()
+        - dg.AssetSelection.keys("suppression_list", "engagement_history"),
         description="Ingest, protect, model, activate and read feedback, end to end.",
     )
     audience_sync_job = dg.define_asset_job(

@@ -112,9 +112,7 @@ def print_summary(
     console.print(f"Events read back: {events}")
     console.print(f"Finished in {summary['seconds']} s.\n")
     console.print("[bold]Where to look next[/]")
-    console.print(
-        f"  Dagster UI:  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml"
-    )
+    console.print(f"  Dagster UI:  make dev   (DAGSTER_HOME={dagster_home}, http://127.0.0.1:3000)")
     console.print(f"  SQL (psql):  psql '{warehouse.display_url()}'")
     console.print("               e.g. select * from marts.audience_membership limit 10;")
     console.print("  Stop the embedded database: .venv/bin/hub db stop")
