@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
 KEEP_TYPES = {"text", "date", "timestamptz", "boolean", "float8"}
 # generalization rule -> (landing column template, SQL type)
@@ -42,6 +42,7 @@ def _check_action(action: str) -> str:
 
 
 class EntityPolicy(BaseModel):
+    natural_key: list[str] = []
     identity_keys: list[str] = []
     fields: dict[str, list[str]]
 
@@ -71,6 +72,15 @@ class FieldPolicy(BaseModel):
     version: int
     mrn_authorities: dict[str, str] = {}
     entities: dict[str, EntityPolicy]
+
+    @model_validator(mode="after")
+    def _natural_keys_are_landing_columns(self) -> FieldPolicy:
+        for name, entity in self.entities.items():
+            columns = {c.name for c in landing_columns(entity)}
+            missing = [k for k in entity.natural_key if k not in columns]
+            if missing:
+                raise ValueError(f"entities.{name}.natural_key: {missing} are not landing columns")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(engine_app, name="engine")
 app.add_typer(audit_app, name="audit")
+quarantine_app = typer.Typer(help="Rejected records: list and replay.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
 console = Console(stderr=True)
 
 
@@ -176,6 +178,51 @@ def audit_verify() -> None:
     else:
         typer.echo(f"audit chain BROKEN at record {bad_id} (after {checked} good records)")
         raise typer.Exit(1)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    source: str | None = typer.Option(None, help="fhir | hl7 | crm"),
+    reason: str | None = typer.Option(None, help="A reason code, e.g. CRM_BAD_DATE"),
+    include_replayed: bool = typer.Option(False, "--all", help="Also show replayed records."),
+    limit: int = typer.Option(100),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Rejected records with file, position, reason and a PHI-free message."""
+    from services.quarantine import list_quarantine
+
+    with _warehouse().connect() as conn:
+        records = list_quarantine(
+            conn, source=source, reason=reason, include_replayed=include_replayed, limit=limit
+        )
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in records], indent=2))
+        return
+    for r in records:
+        mark = " (replayed)" if r.replayed else ""
+        typer.echo(
+            f"{r.quarantine_id}\t{r.source}\t{r.file}\t{r.position}\t{r.reason}\t{r.message}{mark}"
+        )
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    ids: list[int] = typer.Argument(None, help="Quarantine ids (see `hub quarantine list`)."),
+    reason: str | None = typer.Option(None, help="Replay every open record with this reason."),
+) -> None:
+    """Parse rejected records again (after a fix) and load those that now pass."""
+    from services.quarantine import list_quarantine, replay
+
+    with _warehouse().connect() as conn:
+        chosen = list(ids or [])
+        if reason:
+            chosen += [r.quarantine_id for r in list_quarantine(conn, reason=reason, limit=10**6)]
+        if not chosen:
+            raise typer.BadParameter("give quarantine ids or --reason")
+        outcomes = replay(conn, _privacy().protector(), chosen)
+    for outcome in outcomes:
+        state = "loaded" if outcome.loaded else f"still rejected ({outcome.reason})"
+        typer.echo(f"{outcome.quarantine_id}: {state}")
 
 
 def main() -> None:

@@ -105,4 +105,9 @@ def landing_ddl(policy: FieldPolicy) -> str:
             "    loaded_at timestamptz not null default now()\n);\n"
             f"create index if not exists {entity}s_subject on {table} (subject_token);"
         )
+        if entity_policy.natural_key:
+            key = ", ".join(["source", *entity_policy.natural_key])
+            statements.append(
+                f"create unique index if not exists {entity}s_natural_key on {table} ({key});"
+            )
     return "\n".join(statements)

@@ -83,6 +83,7 @@ class _Batches:
         self.protector = protector
         self.rows: dict[str, list[tuple]] = defaultdict(list)
         self.columns: dict[str, list[str]] = {}
+        self.entities: set[str] = set()  # entities with an incoming_<entity> staging table
         conn.execute(
             "create temp table if not exists vault_incoming (like vault.contact_fields"
             " including defaults) on commit drop"
@@ -121,11 +122,16 @@ def load_file(
     source: str,
     units: Iterable[InputUnit],
     protector: Protector,
+    fingerprint: tuple[int, str] | None = None,
 ) -> FileLoadResult:
-    """Protect and load every unit of one file; commit once at the end."""
+    """Protect and load every unit of one file; commit once at the end.
+
+    fingerprint: (size, sha256) when the caller already knows it (e.g. a quarantine replay,
+    whose "file" is one decrypted record); otherwise the URI is read to compute it.
+    """
     shown_uri = redact_uri(uri)
     result = FileLoadResult(uri=shown_uri, source=source)
-    size, sha256 = file_fingerprint(uri)
+    size, sha256 = fingerprint or file_fingerprint(uri)
     with conn.transaction():
         existing = conn.execute(
             "select file_id, records_read, records_loaded, records_quarantined"
@@ -155,6 +161,8 @@ def load_file(
                 result.rows_by_entity[record.entity] += 1
             result.loaded += 1
         batches.flush()
+        for entity in sorted(batches.entities):
+            _merge_landing(conn, entity, protector)
         _merge_vault(conn)
         conn.execute(
             "update landing.source_files set records_read = %s, records_loaded = %s,"
@@ -164,14 +172,24 @@ def load_file(
     return result
 
 
+def _incoming(entity: str) -> str:
+    return f"incoming_{entity}"
+
+
 def _land(
     batches: _Batches, protector: Protector, file_id: int, source: str, record: SourceRecord
 ) -> None:
     protected = protector.protect(record)
     columns = protector.columns(record.entity)
     landing = protected.landing
+    if record.entity not in batches.entities:
+        batches.conn.execute(
+            f"create temp table if not exists {_incoming(record.entity)}"
+            f" (like {landing_table(record.entity)} including defaults) on commit drop"
+        )
+        batches.entities.add(record.entity)
     batches.add(
-        landing_table(record.entity),
+        _incoming(record.entity),
         ["file_id", "source", "position", *columns],
         (file_id, source, record.position, *[landing.get(c) for c in columns]),
     )
@@ -218,6 +236,34 @@ def _quarantine(
             key_version,
             blob,
         ),
+    )
+
+
+def _merge_landing(conn: psycopg.Connection, entity: str, protector: Protector) -> None:
+    """Move a file's staged rows into landing: one row per natural key, newest version wins.
+
+    "Newest" is the source's effective time, not arrival order, so a re-delivered old file
+    cannot overwrite a later update; rows without a natural key are appended.
+    """
+    table, incoming = landing_table(entity), _incoming(entity)
+    columns = ["file_id", "source", "position", *protector.columns(entity)]
+    listed = ", ".join(columns)
+    key = ["source", *protector.policy.entities[entity].natural_key]
+    if len(key) == 1:
+        conn.execute(f"insert into {table} ({listed}) select {listed} from {incoming}")
+        return
+    keyed = " and ".join(f"{k} is not null" for k in key)
+    key_list = ", ".join(key)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    conn.execute(
+        f"insert into {table} ({listed})"
+        f" select distinct on ({key_list}) {listed} from {incoming} where {keyed}"
+        f" order by {key_list}, effective_at desc nulls last, row_id desc"
+        f" on conflict ({key_list}) do update set {updates}, loaded_at = now()"
+        f" where {table}.effective_at is null or excluded.effective_at >= {table}.effective_at"
+    )
+    conn.execute(
+        f"insert into {table} ({listed}) select {listed} from {incoming} where not ({keyed})"
     )
 
 

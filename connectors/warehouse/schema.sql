@@ -42,6 +42,9 @@ create table if not exists quarantine.records (
     payload bytea,  -- the raw record, AES-GCM encrypted, for replay after a fix
     quarantined_at timestamptz not null default now()
 );
+-- A replay (after a fix) loads the record as its own one-record "file" and points to it.
+alter table quarantine.records add column if not exists replayed_at timestamptz;
+alter table quarantine.records add column if not exists replay_file_id bigint;
 
 create table if not exists vault.contact_fields (
     subject_token text not null,

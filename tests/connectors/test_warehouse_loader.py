@@ -148,3 +148,47 @@ def test_audit_chain_names_the_first_bad_record_after_a_superuser_edit(warehouse
             conn.execute("update audit.events set row_count = 3 where audit_id = %s", (target,))
             conn.execute("alter table audit.events enable trigger audit_events_append_only")
         assert verify_chain(conn)[0]
+
+
+def _condition(source_id: str, status: str, effective_at: datetime) -> SourceRecord:
+    return SourceRecord(
+        "condition",
+        "line 1",
+        {
+            "subject_system": "fhir",
+            "subject_id": "p-upsert",
+            "source_id": source_id,
+            "code_system": "snomed",
+            "code": "44054006",
+            "clinical_status": status,
+            "effective_at": effective_at,
+        },
+    )
+
+
+def test_records_upsert_by_natural_key_and_effective_time_not_arrival(
+    warehouse, protector, tmp_path
+):
+    newer = datetime(2026, 5, 1, tzinfo=UTC)
+    older = datetime(2025, 5, 1, tzinfo=UTC)
+    token = protector.tokenizer.token("source_id", "cond-upsert-1")
+    with warehouse.connect() as conn:
+        for name, status, when in (
+            ("v2.ndjson", "resolved", newer),  # the update arrives first...
+            ("v1.ndjson", "active", older),  # ...then a late re-delivery of the old version
+            ("v2-again.ndjson", "resolved", newer),  # and a duplicate of the newest
+        ):
+            uri = _file(tmp_path, name, f"{name}\n")
+            load_file(
+                conn,
+                uri=uri,
+                source="fhir",
+                units=[_condition("cond-upsert-1", status, when)],
+                protector=protector,
+            )
+        rows = conn.execute(
+            "select clinical_status, effective_at from landing.conditions"
+            " where source_id_token = %s",
+            (token,),
+        ).fetchall()
+    assert rows == [("resolved", newer)]
