@@ -141,6 +141,15 @@ def load_file(
         if existing:
             result.file_id, result.read, result.loaded, result.quarantined = existing
             result.skipped = True
+            result.quarantined_by_reason.update(
+                dict(
+                    conn.execute(
+                        "select reason, count(*) from quarantine.records where file_id = %s"
+                        " group by reason",
+                        (result.file_id,),
+                    ).fetchall()
+                )
+            )
             return result
         file_id = conn.execute(
             "insert into landing.source_files (uri, source, size_bytes, sha256)"
