@@ -24,6 +24,7 @@ ENTITIES = (
     "procedure",
     "appointment",
     "consent",
+    "merge",
 )
 
 

@@ -53,22 +53,22 @@ _OBX_STATUS = {
     "D": "cancelled",
     "W": "entered-in-error",
 }
-# PV1-2 (table 0004) -> v3 ActEncounterCode, as the FHIR connector emits; others pass through.
+# PV1-2 (table 0004) -> v3 ActEncounterCode (FHIR Encounter.class); others pass through.
 _PATIENT_CLASS = {"E": "EMER", "I": "IMP", "O": "AMB", "P": "PRENC"}
 _ENCOUNTER_STATUS = {"A01": "in-progress", "A03": "finished", "A04": "arrived"}
 _ENCOUNTER_TRIGGERS = frozenset(("A01", "A03", "A04", "A08"))  # visit events; A08 updates one
 _APPOINTMENT_STATUS = {
     "S12": "booked",
     "S13": "booked",  # rescheduled: still booked, at the new time
-    "S14": "modified",
+    "S14": "modified",  # as specified for the hub; FHIR itself would keep "booked"
     "S15": "cancelled",
     "S26": "noshow",
 }
-# Observation value types whose OBX-5 is a short code rather than free text (free text can
-# hold anything, including other people's names, so it is never copied).
 _EMAIL_KINDS = frozenset(("INTERNET", "NET"))  # XTN-3 telecommunication equipment type
 # PID fields read as a single value: birth date, sex, race, language, SSN, ethnicity, deceased.
 _PID_SINGLES = (7, 8, 10, 15, 19, 22, 30)
+# Observation value types whose OBX-5 is a short code rather than free text (free text can
+# hold anything, including other people's names, so it is never copied).
 _CODED_TYPES = frozenset(("CE", "CWE", "CNE", "CF", "ID", "IS"))
 _MAX_VALUE_TEXT = 64
 
