@@ -1,0 +1,31 @@
+"""DATABASE_URL selects a server instead of the embedded one; dbt gets the same connection."""
+
+from __future__ import annotations
+
+from connectors.warehouse.database import Warehouse
+
+
+def test_database_url_is_used_as_is_and_the_schema_applies(warehouse):
+    external = Warehouse(database_url=warehouse.url())
+    assert not external.embedded
+    external.ensure_schema()  # idempotent on an existing warehouse
+    with external.connect() as conn:
+        assert conn.execute("select count(*) from landing.source_files").fetchone()[0] >= 0
+
+
+def test_dbt_env_reads_tcp_urls_with_credentials_and_masks_them_for_display():
+    remote = Warehouse(database_url="postgresql://hub:s%40cret@db.internal:6543/analytics")
+    assert remote.dbt_env() == {
+        "HUB_PG_HOST": "db.internal",
+        "HUB_PG_PORT": "6543",
+        "HUB_PG_USER": "hub",
+        "HUB_PG_PASSWORD": "s@cret",
+        "HUB_PG_DBNAME": "analytics",
+    }
+    assert "s%40cret" not in remote.display_url()
+
+
+def test_dbt_env_uses_the_embedded_servers_unix_socket(warehouse):
+    env = warehouse.dbt_env()
+    assert env["HUB_PG_HOST"].startswith("/")
+    assert env["HUB_PG_DBNAME"] == "audience_hub"
