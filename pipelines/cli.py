@@ -88,6 +88,24 @@ def ingest(
 
 
 @app.command()
+def resolve(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Resolve source subjects to persons (hashed identity keys) and print the match report."""
+    from services.identity import resolve_persons
+
+    privacy = _privacy()
+    with _warehouse().connect() as conn:
+        report = resolve_persons(conn, privacy.tokenizer(), privacy.policy())
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        links = ", ".join(f"{k} {v}" for k, v in sorted(report.links_by_key_type.items()))
+        typer.echo(
+            f"{report.subjects} source subjects -> {report.persons} persons"
+            f" (links: {links or 'none'}; merges applied: {report.merges_applied})"
+        )
+
+
+@app.command()
 def demo(
     patients: int = typer.Option(2000, "--patients", min=10),
     seed: int = typer.Option(7, "--seed"),

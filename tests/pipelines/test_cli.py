@@ -79,3 +79,12 @@ def test_workspace_definitions_validate():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful" in result.stderr + result.stdout
+
+
+def test_resolve_prints_a_match_report_without_phi(warehouse, shared_data):
+    runner.invoke(app, ["ingest", str(shared_data / "crm" / "leads-100.csv")])
+    result = runner.invoke(app, ["resolve", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["persons"] <= report["subjects"]
+    assert set(report) == {"subjects", "persons", "links_by_key_type", "merges_applied"}
