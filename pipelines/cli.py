@@ -243,6 +243,83 @@ def quarantine_replay(
         typer.echo(f"{outcome.quarantine_id}: {state}")
 
 
+@app.command("bulk-export")
+def bulk_export(
+    base_url: str = typer.Option(..., "--base-url", help="FHIR base URL (https:// only)."),
+    client_id: str = typer.Option(..., "--client-id", help="SMART Backend Services client id."),
+    key_file: Path = typer.Option(..., "--key-file", help="PEM private key: RSA or EC P-384."),
+    token_url: str = typer.Option(..., "--token-url", help="The server's OAuth token URL."),
+    out: str = typer.Option(..., "--out", help="Folder or smart_open URI for the files."),
+    group: str | None = typer.Option(None, "--group", help="Group id (group-level export)."),
+    types: str | None = typer.Option(None, "--types", help="Resource types, comma-separated."),
+    since: str | None = typer.Option(None, "--since", help="Changed since (ISO instant + zone)."),
+    kid: str | None = typer.Option(None, "--kid", help="Key id (default: JWK thumbprint)."),
+    scope: str = typer.Option("system/*.read", "--scope"),
+    ca_file: Path | None = typer.Option(None, "--ca-file", help="Extra CA bundle to trust."),
+    keep_job: bool = typer.Option(False, "--keep-job", help="Do not DELETE the finished job."),
+    ingest: bool = typer.Option(False, "--ingest", help="Load the downloaded resource files."),
+    as_json: bool = typer.Option(False, "--json", help="Files and counts as JSON (no PHI)."),
+) -> None:
+    """Run a FHIR Bulk Data $export (SMART Backend Services auth) and download the files."""
+    from connectors.fhir.bulk import BulkDataError, make_client, run_export
+
+    client = make_client(
+        base_url,
+        client_id=client_id,
+        key_file=key_file,
+        token_url=token_url,
+        scope=scope,
+        kid=kid,
+        ca_file=str(ca_file) if ca_file else None,
+    )
+    wanted = [t.strip() for t in (types or "").split(",") if t.strip()]
+    try:
+        result = run_export(
+            client, out, group=group, types=wanted, since=since, delete=not keep_job
+        )
+    except BulkDataError as error:  # PHI-free by construction: reason, status, issue code
+        console.print(f"[red]bulk export failed:[/] {error}")
+        raise typer.Exit(1) from None
+    summary: dict[str, object] = {"export": result.as_dict()}
+    if ingest:
+        from services.ingest import ingest_uris
+
+        with _warehouse().connect() as conn:
+            loaded = ingest_uris(conn, result.output_uris(), _privacy().protector(), "fhir")
+        summary["ingest"] = [r.as_dict() for r in loaded]
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        for f in result.files:
+            typer.echo(f"{f.uri}: {f.lines} lines, {f.size} bytes ({f.kind} {f.resource_type})")
+        for row in summary.get("ingest", []):  # type: ignore[union-attr]
+            typer.echo(
+                f"{row['uri']}: read {row['read']}, loaded {row['loaded']},"
+                f" quarantined {row['quarantined']}"
+            )
+
+
+mllp_app = typer.Typer(help="The HL7 v2 MLLP listener.", no_args_is_help=True)
+app.add_typer(mllp_app, name="mllp")
+
+
+@mllp_app.command("serve")
+def mllp_serve(
+    spool: Path = typer.Option(..., "--spool", help="Spool folder (the MLLP inbound drop)."),
+    port: int = typer.Option(2575, "--port", help="TCP port on loopback (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Loopback address to bind."),
+    max_frame_bytes: int = typer.Option(8 << 20, "--max-frame-bytes", min=1024),
+) -> None:
+    """Receive HL7 v2 over MLLP; persist each message to the spool, then ACK (AA/AE/AR)."""
+    from connectors.hl7.mllp import serve
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        console.print(f"MLLP listening on {bound_host}:{bound_port}, spool {spool}")
+
+    stats = serve(spool, host=host, port=port, max_frame_bytes=max_frame_bytes, on_ready=ready)
+    console.print(f"MLLP stopped: {stats.frames} frames, acks {stats.acks}")
+
+
 def main() -> None:
     """Entry point that turns unexpected errors into one PHI-free line."""
     try:

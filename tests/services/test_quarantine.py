@@ -43,10 +43,13 @@ def test_replay_after_a_fix_loads_the_record_and_listing_holds_no_phi(warehouse,
 
         outcomes = replay(conn, protector, [r.quarantine_id for r in mine])
         assert [(o.loaded, o.reason) for o in outcomes] == [(True, None), (False, "NOT_JSON")]
-        assert conn.execute(
-            "select count(*) from landing.patients where subject_token = %s",
-            (protector.tokenizer.subject_token("fhir", "replay-patient-1"),),
-        ).fetchone()[0] == 1
+        assert (
+            conn.execute(
+                "select count(*) from landing.patients where subject_token = %s",
+                (protector.tokenizer.subject_token("fhir", "replay-patient-1"),),
+            ).fetchone()[0]
+            == 1
+        )
         # The original file's counts stay as loaded; the replay is its own one-record file.
         read, loaded, quarantined = conn.execute(
             "select records_read, records_loaded, records_quarantined from landing.source_files"
