@@ -190,23 +190,8 @@ def load_fixture(conn: psycopg.Connection) -> None:
                     effective_at=ts(days_ago(40)),
                 )
             else:
-                # An older version first: the newer record must win the merge.
-                insert(
-                    "patients",
-                    source,
-                    f"{p.name}:patient:v1",
-                    subject_token=p.subject(source),
-                    source_id_token=f"pat-{p.name}",
-                    birth_year=p.birth_year,
-                    birth_month=p.birth_month,
-                    sex="unknown",
-                    has_email=True,
-                    state="MA",
-                    zip3="100",
-                    language="en",
-                    deceased=False,
-                    effective_at=ts(days_ago(400)),
-                )
+                # Landing keeps one row per natural key (the loader merges versions by
+                # effective time, tested in tests/connectors/test_warehouse_loader.py).
                 insert(
                     "patients",
                     source,
