@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint format bench bench-smoke dev clean
+.PHONY: install demo test lint format bench dev clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,10 @@ format: install
 dev: install ## The Dagster UI on http://127.0.0.1:3000
 	mkdir -p .hub/dagster && DAGSTER_HOME=$(abspath .hub/dagster) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: install ## Benchmarks (not in CI); writes BENCHMARKS.md
-	$(BIN)/python -m bench.run
-
-bench-smoke: install
-	$(BIN)/python -m bench.run --smoke
+bench: install ## Connector benchmarks (not in CI); figures go into BENCHMARKS.md by hand for now
+	$(BIN)/python -m connectors.fhir.bench
+	$(BIN)/python -m connectors.hl7.bench
+	$(BIN)/python -m connectors.crm.bench
 
 clean:
 	rm -rf .hub dbt_project/target dbt_project/logs
