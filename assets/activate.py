@@ -4,6 +4,7 @@ from datetime import date
 
 import dagster as dg
 
+from assets.retries import IO_RETRY
 from pipelines.resources import EmailEngineResource, PrivacyResource, WarehouseResource
 from services.sync import sync_audience
 
@@ -17,6 +18,7 @@ class SyncConfig(dg.Config):
 
 @dg.asset(
     group_name="activate",
+    retry_policy=IO_RETRY,
     deps=[dg.AssetKey(["marts", "audience_membership"]), dg.AssetKey(["marts", "segment_catalog"])],
     description="Audiences synced to the email engine; ledger and sync state in activation.*.",
 )

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.retries import IO_RETRY
 from pipelines.resources import EmailEngineResource, WarehouseResource
 from services.feedback import read_feedback
 
@@ -26,6 +27,7 @@ engagement_history = dg.AssetSpec(
 
 @dg.asset(
     group_name="feedback",
+    retry_policy=IO_RETRY,
     deps=["audience_syncs"],
     description="Engine events (sent, delivered, open, click, bounce, complaint, unsubscribe).",
 )

@@ -8,6 +8,7 @@ from collections import Counter
 
 import dagster as dg
 
+from assets.retries import IO_RETRY
 from pipelines.resources import InboundResource, PrivacyResource, WarehouseResource
 from services.ingest import ingest_uris
 
@@ -47,6 +48,7 @@ def _build_ingest_asset(source: str) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"landing_{source}",
         group_name="ingest",
+        retry_policy=IO_RETRY,
         specs=[
             dg.AssetSpec(
                 landing_key(source, table),

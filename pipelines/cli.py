@@ -14,6 +14,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from pipelines.cli_backup import register as register_backup_commands
+from pipelines.cli_ops import register as register_ops_commands
+from pipelines.cli_privacy import register as register_privacy_commands
+
 app = typer.Typer(
     help="audience-hub: EHR/CRM data in, consent-filtered audiences out.",
     no_args_is_help=True,
@@ -27,6 +31,10 @@ app.add_typer(engine_app, name="engine")
 app.add_typer(audit_app, name="audit")
 quarantine_app = typer.Typer(help="Rejected records: list and replay.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+register_ops_commands(app)  # hub segments, hub journeys, hub report (pipelines/cli_ops.py)
+# hub keys, hub forget, hub policy, hub retention, hub audit disclosures (cli_privacy.py)
+register_privacy_commands(app, audit_app)
+register_backup_commands(app)  # hub backup, hub restore (pipelines/cli_backup.py)
 console = Console(stderr=True)
 
 
@@ -123,15 +131,23 @@ def sync(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; push nothing."),
     mode: str = typer.Option("mirror", help="upsert | mirror | append"),
     as_json: bool = typer.Option(False, "--json"),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=1000),
+    concurrency: int = typer.Option(2, "--concurrency", min=1, max=16),
+    max_reject_share: float = typer.Option(0.05, "--max-reject-share", min=0.0, max=1.0),
 ) -> None:
-    """Sync one audience to the email engine (diff against what was last synced)."""
+    """Sync one audience to the email engine (diff against what was last synced).
+
+    Exit status: 0 done (or dry run), 3 blocked for want of an approval, 4 alert (the engine
+    rejected more than --max-reject-share of the rows).
+    """
     from pipelines.definitions import resources
-    from services.sync import sync_audience
+    from services.sync import last_dry_run, sync_audience
 
     engine_resource = resources()["email_engine"]
     warehouse = _warehouse()
     try:
-        with warehouse.connect() as conn:
+        with warehouse.connect() as conn, _sync_progress(enabled=not as_json) as progress:
+            previous = None if dry_run else last_dry_run(conn, to, audience)
             result = sync_audience(
                 conn,
                 engine_resource.engine(),
@@ -140,6 +156,10 @@ def sync(
                 audience=audience,
                 mode=mode,
                 dry_run=dry_run,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                max_reject_share=max_reject_share,
+                on_progress=progress,
             )
     finally:
         engine_resource.teardown_after_execution(None)
@@ -152,8 +172,70 @@ def sync(
             f"{audience} -> {to}: {label} {summary['added']} adds, "
             f"{summary['updated']} updates, {summary['removed']} removes; "
             f"excluded {summary['excluded']} {summary['excluded_by_reason']}; "
-            f"rejected {summary['rejected']}"
+            f"rejected {summary['rejected']} ({summary['status']}, {summary['seconds']} s)"
         )
+        if previous:
+            typer.echo(
+                f"  dry run {previous['run_id']} expected {previous['added']} adds, "
+                f"{previous['updated']} updates, {previous['removed']} removes"
+            )
+        if result.blocked_reason:
+            typer.echo(
+                f"  {result.held_back} members held back: a marketing audience needs a recorded"
+                f" review first: hub approve {audience} --to {to} --by NAME --note TEXT"
+            )
+    if not dry_run and result.status in ("blocked", "alert"):
+        raise typer.Exit(3 if result.status == "blocked" else 4)
+
+
+def _sync_progress(enabled: bool):
+    """A context giving an on_progress callback that draws a bar on stderr (or does nothing)."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bars():
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            tasks: dict[str, object] = {}
+
+            def update(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    label = "members gated and diffed" if phase == "diff" else "removals pushed"
+                    tasks[phase] = progress.add_task(label, total=total)
+                progress.update(tasks[phase], completed=done, total=total)
+
+            yield update
+
+    return bars()
+
+
+@app.command()
+def approve(
+    audience: str = typer.Argument(..., help="Audience (segment) name."),
+    by: str = typer.Option(..., "--by", help="Who reviewed the audience and its message."),
+    note: str = typer.Option(..., "--note", help="What was reviewed (kept with the approval)."),
+    to: str = typer.Option("*", "--to", help="Destination it may go to ('*': any)."),
+) -> None:
+    """Record the review a marketing audience needs before its first send (audited)."""
+    from services.approvals import approve as record
+
+    with _warehouse().connect() as conn:
+        approval = record(conn, audience, by, note, destination=to)
+    typer.echo(
+        f"approved {audience} -> {approval.destination} (approval {approval.approval_id},"
+        f" definition {approval.definition_hash[:12]}); a change to its definition, purpose"
+        " or personalization fields voids it"
+    )
 
 
 @db_app.command("url")
@@ -176,12 +258,15 @@ def db_stop() -> None:
 def engine_serve(
     port: int = typer.Option(8443, help="Port on 127.0.0.1."),
     seed: int = typer.Option(7),
+    smtp_sink_port: int | None = typer.Option(
+        None, "--smtp-sink-port", help="Also deliver MIME mail to a local STARTTLS sink here."
+    ),
 ) -> None:
     """Run the SANDBOX engine over HTTPS on loopback until interrupted."""
     from connectors.warehouse.database import state_dir
     from sandbox.engine import serve
 
-    serve(state_dir() / "sandbox", port=port, seed=seed)
+    serve(state_dir() / "sandbox", port=port, seed=seed, smtp_sink_port=smtp_sink_port)
 
 
 @audit_app.command("verify")

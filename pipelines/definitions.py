@@ -12,8 +12,10 @@ from assets.activate import audience_syncs
 from assets.dbt import build_dbt_assets
 from assets.feedback import engagement_events, engagement_history, suppression_list
 from assets.ingest import ingest_assets, ingest_checks
+from assets.privacy_checks import privacy_checks
 from assets.protect import person_xref
 from pipelines.dbt_project import dbt_project
+from pipelines.operations import operations
 from pipelines.resources import (
     EmailEngineResource,
     InboundResource,
@@ -57,7 +59,7 @@ def build_definitions(resource_overrides: dict[str, object] | None = None) -> dg
     everything = dg.define_asset_job(
         "full_pipeline",
         selection=dg.AssetSelection.all()
-        - dg.AssetSelection.keys("suppression_list", "engagement_history"),
+        - dg.AssetSelection.keys("suppression_list", "engagement_history", "inbound_files"),
         description="Ingest, protect, model, activate and read feedback, end to end.",
     )
     audience_sync_job = dg.define_asset_job(
@@ -68,12 +70,14 @@ def build_definitions(resource_overrides: dict[str, object] | None = None) -> dg
     nightly = dg.ScheduleDefinition(
         name="nightly_full_pipeline", job=everything, cron_schedule="0 2 * * *"
     )
+    ops = operations()  # schedules, sensors, checks, journeys, report (pipelines/operations.py)
     return dg.Definitions(
-        assets=all_assets,
-        asset_checks=ingest_checks,
-        jobs=[everything, audience_sync_job],
-        schedules=[nightly],
-        resources={**resources(), **(resource_overrides or {})},
+        assets=[*all_assets, *ops.assets],
+        asset_checks=[*ingest_checks, *ops.asset_checks, *privacy_checks],
+        jobs=[everything, audience_sync_job, *ops.jobs],
+        schedules=[nightly, *ops.schedules],
+        sensors=ops.sensors,
+        resources={**resources(), **ops.resources, **(resource_overrides or {})},
     )
 
 

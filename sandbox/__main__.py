@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-rate", type=float, default=0.0, help="injected 503 share")
     parser.add_argument("--rate-limit", type=int, default=None, help="requests per second")
     parser.add_argument("--allow-non-loopback", action="store_true")
+    parser.add_argument(
+        "--smtp-sink-port", type=int, default=None, help="deliver MIME mail to a local sink"
+    )
+    parser.add_argument(
+        "--webhook-url", default=None, help="push events here (secret: SANDBOX_WEBHOOK_SECRET)"
+    )
+    parser.add_argument("--webhook-ca-file", default=None)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(message)s")
@@ -55,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             rate_limit=args.rate_limit,
             allow_non_loopback=args.allow_non_loopback,
             on_ready=ready,
+            smtp_sink_port=args.smtp_sink_port,
+            webhook_url=args.webhook_url,
+            webhook_secret=os.environ.get("SANDBOX_WEBHOOK_SECRET") or None,
+            webhook_ca_file=args.webhook_ca_file,
         )
     except (ValueError, OSError) as exc:
         print(f"SANDBOX engine: {exc}", file=sys.stderr)

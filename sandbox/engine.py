@@ -36,6 +36,7 @@ from sandbox.server import EngineConfig, SandboxHTTPServer, make_ssl_context
 from sandbox.service import Service
 from sandbox.store import Store
 from sandbox.tls import TlsMaterial, ensure_local_ca
+from sandbox.webhooks import WebhookSender
 
 log = logging.getLogger("sandbox.engine")
 
@@ -61,6 +62,9 @@ class SandboxEngine:
         clock: Callable[[], dt.datetime] | None = None,
         delivery: DeliverySink | None = None,
         allow_non_loopback: bool = False,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        webhook_ca_file: str | None = None,
     ) -> None:
         if not allow_non_loopback and not _is_loopback(host):
             # The sandbox stores (synthetic) addresses and its CA is throwaway: keep it local.
@@ -80,6 +84,11 @@ class SandboxEngine:
         RateLimiter(rate_limit)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._delivery = delivery or NoDelivery()
+        if webhook_url and not webhook_secret:
+            raise ValueError("SANDBOX webhooks need a signing secret")
+        self.webhook_url, self._webhook_secret = webhook_url, webhook_secret
+        self.webhook_ca_file = webhook_ca_file
+        self.webhooks: WebhookSender | None = None
         self.tls: TlsMaterial = ensure_local_ca(self.state_dir / "tls")
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -97,8 +106,19 @@ class SandboxEngine:
             raise RuntimeError("SANDBOX engine already started")
         store = Store(self.state_dir / DB_FILE)
         _check_seed(store, self.seed)
+        if self.webhook_url:
+            self.webhooks = WebhookSender(
+                store, self.webhook_url, self._webhook_secret or "", self.webhook_ca_file
+            )
+            self.webhooks.start()
         config = EngineConfig(
-            service=Service(store, self.seed, self._clock, self._delivery),
+            service=Service(
+                store,
+                self.seed,
+                self._clock,
+                self._delivery,
+                on_events=self.webhooks.notify if self.webhooks else None,
+            ),
             token=self.token,
             signing_secret=self.signing_secret,
             faults=FaultInjector(self.fail_rate, self.seed),
@@ -135,6 +155,12 @@ class SandboxEngine:
         server.server_close()  # joins workers
         if thread is not None:
             thread.join()
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
+        close_delivery = getattr(self._delivery, "close", None)
+        if close_delivery is not None:
+            close_delivery()
         if store is not None:
             store.close()
         (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
@@ -167,12 +193,31 @@ def serve(
     allow_non_loopback: bool = False,
     stop_event: threading.Event | None = None,
     on_ready: Callable[[SandboxEngine], None] | None = None,
+    smtp_sink_port: int | None = None,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    webhook_ca_file: str | None = None,
 ) -> None:
     """Run the SANDBOX engine until SIGINT/SIGTERM (or `stop_event` is set). Blocks.
 
     For CLIs (`python -m sandbox`, `hub engine serve`). `on_ready` gets the started engine,
-    e.g. to print where it listens; by default a banner goes to the log.
+    e.g. to print where it listens; by default a banner goes to the log. `smtp_sink_port`
+    also starts a local SMTP sink (STARTTLS, sandbox CA; mail kept in `<state>/maildir`) and
+    delivers every simulated send to it as a MIME message; `webhook_url` pushes the event
+    stream there as signed webhooks.
     """
+    sink = delivery = None
+    if smtp_sink_port is not None:
+        from connectors.email.smtp_transport import RelaySettings
+        from sandbox.delivery import SmtpDelivery
+        from sandbox.smtp_sink import SmtpSink
+
+        tls = ensure_local_ca(Path(state_dir) / "tls")
+        sink = SmtpSink(tls, "127.0.0.1", smtp_sink_port, folder=Path(state_dir) / "maildir")
+        sink.start()
+        relay = RelaySettings("127.0.0.1", sink.port, ca_file=str(tls.ca_cert_path))
+        delivery = SmtpDelivery(relay)
+        log.warning("SANDBOX smtp sink on 127.0.0.1:%s (STARTTLS)", sink.port)
     engine = SandboxEngine(
         state_dir,
         host,
@@ -183,6 +228,10 @@ def serve(
         fail_rate=fail_rate,
         rate_limit=rate_limit,
         allow_non_loopback=allow_non_loopback,
+        delivery=delivery,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        webhook_ca_file=webhook_ca_file,
     )
     stop = stop_event or threading.Event()
     restore: dict[signal.Signals, Any] = {}
@@ -205,6 +254,8 @@ def serve(
             pass
     finally:
         engine.stop()
+        if sink is not None:
+            sink.stop()
         for signum, previous in restore.items():
             signal.signal(signum, previous)
 

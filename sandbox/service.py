@@ -49,11 +49,13 @@ class Service:
         seed: int,
         clock: Callable[[], dt.datetime],
         delivery: DeliverySink,
+        on_events: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.seed = seed
         self.clock = clock
         self.delivery = delivery
+        self.on_events = on_events  # webhook sender: new events were committed
 
     # --- audiences ----------------------------------------------------------------------------
 
@@ -81,25 +83,29 @@ class Service:
 
         def apply(conn: sqlite3.Connection) -> dict[str, Any]:
             now = self._now()
-            results = []
+            results, valid = [], []
             for row in members:
                 result, member = _validate_member(row)
                 results.append(result)
-                if member is None:
-                    continue
-                external_id, email, fields = member
-                fields_json = orjson.dumps(fields).decode()
-                if Store.upsert_member(conn, audience_id, external_id, email, fields_json, now):
+                if member is not None:
+                    valid.append(member)
+            rows = [(e, email, orjson.dumps(f).decode()) for e, email, f in valid]
+            fresh = Store.upsert_members(conn, audience_id, rows, now)
+            events = []
+            sent_at = self.clock()
+            for (external_id, email, fields), first in zip(valid, fresh, strict=True):
+                if first:
                     # First time this member joins this audience: simulate the campaign send.
-                    Store.append_events(
-                        conn, simulate_send(self.seed, audience_id, external_id, self.clock())
-                    )
+                    events.extend(simulate_send(self.seed, audience_id, external_id, sent_at))
                     sends.append((external_id, email, fields))
+            Store.append_events(conn, events)
             return {"results": results}
 
         response, replayed = self._idempotent(audience_id, key, fingerprint, apply)
         for external_id, email, fields in sends:  # after commit: a sink never sees a rollback
             self.delivery.deliver(audience_id, external_id, email, fields)
+        if sends and self.on_events is not None:
+            self.on_events()
         return response, replayed
 
     def batch_remove(

@@ -1,35 +1,83 @@
-"""Sync one audience to one engine destination: diff, gate, ledger, push, acknowledge.
+"""Sync one audience to one engine destination: gate, diff in SQL, ledger, push, acknowledge.
+
+Streaming: members are read in chunks (with their consent events) from one server-side
+cursor; each chunk is gated at push time with domain/consent.py, only the audience's declared
+fields are decrypted (audited per chunk), payloads pass the DLP check, and their hashes are
+copied into a temp table that is diffed against activation.sync_state in SQL. Adds and
+updates are pushed as soon as a batch fills; removes (people who left, or whose consent
+lapsed) are computed in SQL at the end. Memory stays bounded by the chunk size.
 
 Exactly once: ledger rows (with the batch's idempotency key) commit before a batch is
 pushed and are acknowledged after, together with the sync state. A crash in between leaves
-pending rows; the next run first re-pushes those batches with their original keys, which
-the engine answers from its idempotency store instead of applying twice.
+pending rows; the next run settles them first: people who still pass the gate are simply
+diffed again (the engine keys members by external id, so a second upsert cannot duplicate
+anyone), people who no longer pass it are removed.
 
-The consent gate runs here again at push time (beside the dbt audience mart), on the
-consent events plus the live suppression list, so nobody is pushed without a valid
-authorization for the audience's purpose on the send day.
+Rows the engine rejects stay out of sync_state, so the next run retries them by itself; a
+run that rejects more than `max_reject_share` of its rows is marked `alert`.
+
+Review before first send: a marketing audience with no valid approval for the destination
+(services/approvals.py) pushes removals only, and the run is marked `blocked`.
+
+Parts: services/send_gate.py (consent at push time), services/sync_sql_diff.py (the diff),
+services/sync_push.py (ledger, push, acknowledge).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 
+import orjson
 import psycopg
 
-from connectors.email.base import EmailEngine, Member
+from connectors.email.base import MAX_BATCH, EmailEngine
+from connectors.email.errors import EngineError
 from connectors.warehouse.audit import record_audit
-from domain.consent import ConsentDecision, ConsentEvent, consent_state_on
-from domain.sync_diff import diff_membership, payload_hash
+from domain.consent import consent_state_on
+from domain.send_dlp import check_payload
+from domain.sync_diff import SYNC_MODES, payload_hash
 from domain.vault_cipher import VaultCipher
+from services.approvals import approval_status, current_definition
+from services.send_gate import (
+    CONSENT_SOURCES,
+    consent_events_for,
+    consent_fingerprint,
+    events_from_json,
+    gate,
+    stable_until,
+)
+from services.sync_push import BatchPusher
+from services.sync_sql_diff import SqlDiffer, diff_in_sql
 from services.vault_reader import read_contacts
 
-BATCH_SIZE = 500
+__all__ = [
+    "AudienceDefinition",
+    "SyncResult",
+    "audience_definition",
+    "consent_events_for",
+    "diff_in_sql",
+    "gate",
+    "last_dry_run",
+    "sync_audience",
+]
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = MAX_BATCH  # members per engine request
+CHUNK_SIZE = 5000  # members gated, decrypted and diffed together
+MAX_REJECT_SHARE = 0.05
 CONTACT_COLUMN = "email"
+SYNC_LOCK_CLASS = 7262006  # advisory lock namespace: one sync per destination x audience
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+Fingerprints = tuple[str, str, date]  # (vault rows, consent events, decision stable until)
 
 
 @dataclass
@@ -52,12 +100,27 @@ class SyncResult:
     removed: int = 0
     rejected: int = 0
     resumed: int = 0
+    held_back: int = 0  # members a blocked run did not add or update
+    unchanged: int = 0  # members whose inputs did not change since their last push
+    batches: int = 0
     excluded_by_reason: Counter = field(default_factory=Counter)
+    rejected_by_code: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    status: str = "running"
+    blocked_reason: str | None = None
+    error_code: str | None = None
 
     @property
     def excluded(self) -> int:
         return sum(self.excluded_by_reason.values())
+
+    @property
+    def attempted(self) -> int:
+        return self.added + self.updated + self.removed + self.rejected
+
+    @property
+    def reject_share(self) -> float:
+        return self.rejected / self.attempted if self.attempted else 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -67,13 +130,19 @@ class SyncResult:
             "purpose": self.purpose,
             "mode": self.mode,
             "dry_run": self.dry_run,
+            "status": self.status,
             "added": self.added,
             "updated": self.updated,
             "removed": self.removed,
             "excluded": self.excluded,
             "excluded_by_reason": dict(self.excluded_by_reason),
             "rejected": self.rejected,
+            "rejected_by_code": dict(self.rejected_by_code),
             "resumed": self.resumed,
+            "held_back": self.held_back,
+            "unchanged": self.unchanged,
+            "blocked_reason": self.blocked_reason,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -90,33 +159,6 @@ def audience_definition(conn: psycopg.Connection, audience: str) -> AudienceDefi
     return AudienceDefinition(audience, purpose, list(fields or []))
 
 
-def consent_events_for(
-    conn: psycopg.Connection, person_tokens: Sequence[str]
-) -> dict[str, list[ConsentEvent]]:
-    """Consent events per person: the modelled ones plus suppressions received since."""
-    rows = conn.execute(
-        "select person_token, purpose, event_type, effective_on, expires_on, source_ref"
-        " from intermediate.int_consent_events where person_token = any(%s)"
-        " union all"
-        " select person_token, null, event_type, effective_at::date, null, event_id"
-        " from engagement.suppressions where person_token = any(%s)",
-        (list(person_tokens), list(person_tokens)),
-    )
-    events: dict[str, list[ConsentEvent]] = defaultdict(list)
-    for person, purpose, event_type, effective_on, expires_on, source_ref in rows:
-        events[person].append(
-            ConsentEvent(event_type, effective_on, purpose, expires_on, source_ref)
-        )
-    return events
-
-
-def gate(
-    conn: psycopg.Connection, person_tokens: Sequence[str], purpose: str, day: date
-) -> dict[str, ConsentDecision]:
-    events = consent_events_for(conn, person_tokens)
-    return {p: consent_state_on(events.get(p, []), purpose, day) for p in person_tokens}
-
-
 def sync_audience(
     conn: psycopg.Connection,
     engine: EmailEngine,
@@ -128,226 +170,324 @@ def sync_audience(
     mode: str = "mirror",
     dry_run: bool = False,
     batch_size: int = BATCH_SIZE,
+    chunk_size: int = CHUNK_SIZE,
+    concurrency: int = 1,
+    max_reject_share: float = MAX_REJECT_SHARE,
+    manifest_path: Path | None = None,
+    on_progress: Progress | None = None,
 ) -> SyncResult:
+    """Diff the audience against what `destination` holds and push the difference."""
+    if mode not in SYNC_MODES:
+        raise ValueError(f"unknown sync mode {mode!r}; expected one of {SYNC_MODES}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be 1..{MAX_BATCH}")
     started = time.monotonic()
     day = day or datetime.now(UTC).date()
     definition = audience_definition(conn, audience)
+    segment = current_definition(conn, audience, manifest_path)
     run_id = f"sync-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     result = SyncResult(run_id, destination, audience, definition.purpose, mode, dry_run)
     conn.execute(
         "insert into activation.sync_runs (run_id, destination, audience, purpose, mode,"
-        " dry_run, evaluated_on) values (%s, %s, %s, %s, %s, %s, %s)",
-        (run_id, destination, audience, definition.purpose, mode, dry_run, day),
+        " dry_run, evaluated_on, definition_hash) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (run_id, destination, audience, definition.purpose, mode, dry_run, day, segment.hash()),
     )
     conn.commit()
-    if not dry_run:
-        engine.ensure_audience(audience, audience, definition.purpose)
-        result.resumed, forced_removes = _resume_pending(conn, definition, destination, day)
-    else:
-        forced_removes = []
-
-    members = [
-        person
-        for (person,) in conn.execute(
-            "select person_token from marts.audience_membership where audience = %s"
-            " order by person_token",
-            (audience,),
-        )
-    ]
-    decisions = gate(conn, members, definition.purpose, day)
-    allowed = [p for p in members if decisions[p].allowed]
-    for person in members:
-        if not decisions[person].allowed:
-            result.excluded_by_reason[decisions[person].reason] += 1
-
-    columns = [CONTACT_COLUMN, *definition.personalization_fields]
-    contacts = read_contacts(conn, cipher, allowed, columns, definition.purpose, f"sync {audience}")
-    payloads: dict[str, dict[str, object]] = {}
-    for person in allowed:
-        contact = contacts.get(person, {})
-        if not contact.get(CONTACT_COLUMN):
-            result.excluded_by_reason["no_email"] += 1
-            continue
-        payloads[person] = {
-            "email": contact[CONTACT_COLUMN],
-            "fields": {f: contact.get(f) for f in definition.personalization_fields},
-        }
-    wanted = {person: payload_hash(payload) for person, payload in payloads.items()}
-    synced = dict(
-        conn.execute(
-            "select person_token, payload_hash from activation.sync_state"
-            " where destination = %s and audience = %s",
-            (destination, audience),
-        ).fetchall()
-    )
-    diff = diff_membership(wanted, synced, mode)
-    # People a crashed run may have pushed but who lost consent since: remove them too.
-    diff.removes = sorted(set(diff.removes) | (set(forced_removes) - set(wanted)))
-    if dry_run:
-        result.added, result.updated, result.removed = (
-            len(diff.adds),
-            len(diff.updates),
-            len(diff.removes),
-        )
-    else:
-        consent_refs = {p: decisions[p].source_ref for p in allowed}
-        for operation, people in (("add", diff.adds), ("update", diff.updates)):
-            for start in range(0, len(people), batch_size):
-                batch = people[start : start + batch_size]
-                _push_upserts(
-                    conn,
-                    engine,
-                    run_id,
-                    definition,
-                    destination,
-                    operation,
-                    batch,
-                    payloads,
-                    wanted,
-                    consent_refs,
-                    result,
-                )
-        for start in range(0, len(diff.removes), batch_size):
-            _push_removes(
-                conn,
-                engine,
-                run_id,
-                definition,
+    if not _try_lock(conn, destination, audience):
+        _finish_run(conn, result, "failed", started, error_code="SYNC_ALREADY_RUNNING")
+        raise RuntimeError(f"another sync of {audience} to {destination} is running")
+    pusher: BatchPusher | None = None
+    try:
+        approval = approval_status(conn, audience, destination, manifest_path, segment)
+        conn.commit()
+        if not approval.may_send:
+            result.blocked_reason = "SYNC_APPROVAL_REQUIRED"
+            log.warning(
+                "sync %s -> %s: marketing audience without a valid approval; pushing "
+                "removals only (run `hub approve %s`)",
+                audience,
                 destination,
-                diff.removes[start : start + batch_size],
-                result,
+                audience,
             )
-    result.seconds = time.monotonic() - started
-    conn.execute(
-        "update activation.sync_runs set finished_at = now(), status = 'succeeded',"
-        " added = %s, updated = %s, removed = %s, excluded = %s, rejected = %s"
-        " where run_id = %s",
-        (result.added, result.updated, result.removed, result.excluded, result.rejected, run_id),
-    )
-    record_audit(
-        conn,
-        "sync_dry_run" if dry_run else "sync",
-        f"{destination}/{audience}",
-        result.added + result.updated + result.removed,
-        purpose=definition.purpose,
-        role="hub_sender",
-    )
-    conn.commit()
+        forced_removes: list[str] = []
+        if not dry_run:
+            engine.ensure_audience(audience, audience, definition.purpose)
+            result.resumed, forced_removes = _resume_pending(conn, definition, destination, day)
+            pusher = BatchPusher(conn, engine, run_id, definition, destination, result, concurrency)
+        # The member query sorts and aggregates per person; give it memory instead of disk.
+        conn.execute("set work_mem = '256MB'")
+        differ = SqlDiffer(conn, destination, audience, mode)
+        _stream_members(
+            conn,
+            cipher,
+            definition,
+            day,
+            differ,
+            result,
+            chunk_size,
+            on_progress,
+            push=pusher,
+            blocked=bool(result.blocked_reason) and not dry_run,
+            batch_size=batch_size,
+        )
+        removes = differ.removes(conn, definition.purpose, day, forced_removes)
+        if dry_run or pusher is None:
+            result.removed = len(removes)
+        else:
+            for start in range(0, len(removes), batch_size):
+                pusher.push("remove", removes[start : start + batch_size], {}, {}, {})
+                if on_progress:
+                    on_progress("remove", min(start + batch_size, len(removes)), len(removes))
+            pusher.finish()
+        differ.close(conn)
+    except BaseException as error:
+        _recover(conn, pusher)
+        code = error.code if isinstance(error, EngineError) else "SYNC_FAILED"
+        _finish_run(conn, result, "failed", started, error_code=code)
+        raise
+    finally:
+        _unlock(conn, destination, audience)
+    status = "succeeded"
+    if result.blocked_reason:
+        status = "blocked"
+    elif result.reject_share > max_reject_share:
+        status = "alert"
+        log.warning(
+            "sync %s -> %s: the engine rejected %d of %d rows (%.1f%%, limit %.1f%%): %s",
+            audience,
+            destination,
+            result.rejected,
+            result.attempted,
+            100 * result.reject_share,
+            100 * max_reject_share,
+            dict(result.rejected_by_code),
+        )
+    _finish_run(conn, result, status, started)
     return result
 
 
-def _ledger_pending(
+# --- streaming the audience ----------------------------------------------------------------
+
+
+def last_dry_run(
+    conn: psycopg.Connection, destination: str, audience: str
+) -> dict[str, object] | None:
+    """The latest stored dry run of this destination x audience, for comparison."""
+    row = conn.execute(
+        "select run_id, added, updated, removed, excluded, excluded_by_reason, started_at"
+        " from activation.sync_runs where destination = %s and audience = %s and dry_run"
+        " and status <> 'failed' order by started_at desc limit 1",
+        (destination, audience),
+    ).fetchone()
+    if row is None:
+        return None
+    keys = ("run_id", "added", "updated", "removed", "excluded", "excluded_by_reason", "at")
+    return dict(zip(keys, row, strict=True))
+
+
+def _stream_members(
     conn: psycopg.Connection,
-    run_id: str,
+    cipher: VaultCipher,
     definition: AudienceDefinition,
-    destination: str,
-    batch_key: str,
-    operation: str,
-    people: list[str],
-    hashes: dict[str, str],
-    consent_refs: dict[str, str | None],
-) -> None:
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            "copy activation.ledger (run_id, destination, audience, batch_key, operation,"
-            " person_token, purpose, consent_ref, payload_hash) from stdin"
-        ) as copy,
-    ):
-        for person in people:
-            copy.write_row(
-                (
-                    run_id,
-                    destination,
-                    definition.audience,
-                    batch_key,
-                    operation,
-                    person,
-                    definition.purpose,
-                    consent_refs.get(person),
-                    hashes.get(person),
-                )
-            )
-    conn.commit()  # the intent is durable before anything leaves the building
-
-
-def _acknowledge(
-    conn: psycopg.Connection,
-    destination: str,
-    audience: str,
-    batch_key: str,
-    operation: str,
-    results: list,
-    hashes: dict[str, str],
+    day: date,
+    differ: SqlDiffer,
     result: SyncResult,
+    chunk_size: int,
+    on_progress: Progress | None,
+    *,
+    push: BatchPusher | None,
+    blocked: bool,
+    batch_size: int,
 ) -> None:
-    with conn.transaction():
-        for member in results:
-            person = member.external_id
-            if member.status == "ok":
-                if operation == "remove":
-                    conn.execute(
-                        "delete from activation.sync_state where destination = %s"
-                        " and audience = %s and person_token = %s",
-                        (destination, audience, person),
-                    )
-                else:
-                    conn.execute(
-                        "insert into activation.sync_state (destination, audience,"
-                        " person_token, payload_hash) values (%s, %s, %s, %s)"
-                        " on conflict (destination, audience, person_token) do update"
-                        " set payload_hash = excluded.payload_hash, synced_at = now()",
-                        (destination, audience, person, hashes.get(person)),
-                    )
-                status, code = "acked", None
+    """Gate, decrypt, hash and diff the members chunk by chunk; push full batches (when
+    `push` is given), count them (dry run) or, for a blocked run, only note who is not
+    wanted: nothing is decrypted then, since nothing will be sent.
+
+    A member already at the engine whose vault rows and consent events are unchanged since
+    it was last synced (and whose consent cannot have expired or come into effect since)
+    is unchanged by construction: it is neither re-gated nor decrypted. Everyone else -
+    and everyone about to be pushed - goes through domain/consent.py on the send day.
+    """
+    total = conn.execute(
+        "select count(distinct person_token) from marts.audience_membership where audience = %s",
+        (definition.audience,),
+    ).fetchone()[0]
+    columns = [CONTACT_COLUMN, *definition.personalization_fields]
+    pending: dict[str, list[str]] = {"add": [], "update": []}
+    payloads: dict[str, dict[str, object]] = {}
+    hashes: dict[str, str] = {}
+    refs: dict[str, str | None] = {}
+    prints: dict[str, Fingerprints] = {}
+    refresh = push is not None and not blocked
+    done = 0
+    # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
+    with conn.cursor("sync_members", withhold=True) as cursor:
+        cursor.execute(
+            _MEMBERS_SQL,
+            {
+                "audience": definition.audience,
+                "destination": differ.destination,
+                "columns": sorted(set(columns)),
+            },
+        )
+        while rows := cursor.fetchmany(chunk_size):
+            allowed: dict[str, str | None] = {}
+            chunk_prints: dict[str, Fingerprints] = {}
+            excluded: list[str] = []
+            for person, events_json, source_fp, synced, s_source, s_consent, s_until in rows:
+                consent_fp = consent_fingerprint(definition.purpose, events_json)
+                if (
+                    synced is not None
+                    and source_fp is not None
+                    and s_source == source_fp
+                    and s_consent == consent_fp
+                    and s_until is not None
+                    and s_until >= day
+                ):
+                    result.unchanged += 1
+                    continue
+                events = events_from_json(events_json)
+                decision = consent_state_on(events, definition.purpose, day)
+                if not decision.allowed:
+                    result.excluded_by_reason[decision.reason] += 1
+                    excluded.append(person)
+                    continue
+                allowed[person] = decision.source_ref
+                chunk_prints[person] = (source_fp or "", consent_fp, stable_until(events, day))
+            if blocked:
+                differ.exclude(conn, excluded)
+                result.held_back += len(allowed)
+                conn.commit()
+                done += len(rows)
+                if on_progress:
+                    on_progress("diff", done, total)
+                continue
+            chunk_payloads = _payloads(conn, cipher, definition, list(allowed), columns, result)
+            differ.exclude(conn, excluded + [p for p in allowed if p not in chunk_payloads])
+            chunk_hashes = {p: payload_hash(payload) for p, payload in chunk_payloads.items()}
+            adds, updates = differ.chunk(conn, chunk_hashes)
+            if refresh:
+                changed = set(adds) | set(updates)
+                _refresh_fingerprints(
+                    conn,
+                    differ,
+                    {p: chunk_hashes[p] for p in chunk_hashes if p not in changed},
+                    chunk_prints,
+                )
+            if push is None:
+                result.added += len(adds)
+                result.updated += len(updates)
             else:
-                status, code = "rejected", member.error_code or "ENGINE_REJECTED"
-                result.rejected += 1
-            conn.execute(
-                "update activation.ledger set status = %s, error_code = %s, acked_at = now()"
-                " where batch_key = %s and person_token = %s and status = 'pending'",
-                (status, code, batch_key, person),
-            )
-        if operation == "add":
-            result.added += sum(1 for m in results if m.status == "ok")
-        elif operation == "update":
-            result.updated += sum(1 for m in results if m.status == "ok")
-        else:
-            result.removed += sum(1 for m in results if m.status == "ok")
+                for operation, people in (("add", adds), ("update", updates)):
+                    for person in people:
+                        payloads[person] = chunk_payloads[person]
+                        hashes[person] = chunk_hashes[person]
+                        refs[person] = allowed[person]
+                        prints[person] = chunk_prints[person]
+                    pending[operation].extend(people)
+                    while len(pending[operation]) >= batch_size:
+                        batch = pending[operation][:batch_size]
+                        del pending[operation][:batch_size]
+                        push.push_upserts(operation, batch, payloads, hashes, refs, prints)
+            conn.commit()  # the chunk's audit records, exclusions and refreshed fingerprints
+            done += len(rows)
+            if on_progress:
+                on_progress("diff", done, total)
+    if push is not None and not blocked:
+        for operation in ("add", "update"):
+            if pending[operation]:
+                push.push_upserts(operation, pending[operation], payloads, hashes, refs, prints)
 
 
-def _push_upserts(
-    conn,
-    engine,
-    run_id,
-    definition,
-    destination,
-    operation,
-    batch,
-    payloads,
-    hashes,
-    consent_refs,
-    result,
+# Per member of the audience: its consent events (deterministic order, so their hash is
+# stable), a fingerprint of the vault rows its payload is decrypted from, and what
+# sync_state remembers of its last push.
+_MEMBERS_SQL = (
+    "with members as (select distinct person_token from marts.audience_membership"
+    "  where audience = %(audience)s),"
+    " consent as (select m.person_token, coalesce(json_agg(json_build_array(e.event_type,"
+    "  e.effective_on, e.purpose, e.expires_on, e.source_ref) order by e.effective_on,"
+    "  e.event_type, e.purpose, e.expires_on, e.source_ref)"
+    "  filter (where e.event_type is not null), '[]')::text as events"
+    f"  from members m left join ({CONSENT_SOURCES}) e using (person_token)"
+    "  group by m.person_token),"
+    " sources as (select x.person_token, md5(string_agg(v.subject_token || ':' ||"
+    "  v.column_name || ':' || v.key_version || ':' || coalesce(v.effective_at::text, '')"
+    "  || ':' || md5(v.ciphertext), ',' order by v.column_name, v.subject_token))"
+    "  as fingerprint"
+    "  from members m join landing.person_xref x using (person_token)"
+    "  join vault.contact_fields v on v.subject_token = x.subject_token"
+    "  where v.column_name = any(%(columns)s) group by x.person_token)"
+    " select c.person_token, c.events, f.fingerprint, s.payload_hash,"
+    "  s.source_fingerprint, s.consent_fingerprint, s.consent_valid_until"
+    " from consent c left join sources f using (person_token)"
+    " left join activation.sync_state s on s.destination = %(destination)s"
+    "  and s.audience = %(audience)s and s.person_token = c.person_token"
+    " order by c.person_token"
+)
+
+
+def _refresh_fingerprints(
+    conn: psycopg.Connection,
+    differ: SqlDiffer,
+    unchanged: dict[str, str],
+    prints: dict[str, Fingerprints],
 ) -> None:
-    batch_key = f"{run_id}:{operation}:{batch[0]}"
-    _ledger_pending(
-        conn, run_id, definition, destination, batch_key, operation, batch, hashes, consent_refs
-    )
-    members = [
-        Member(external_id=p, email=payloads[p]["email"], fields=payloads[p]["fields"])
-        for p in batch
-    ]
-    results = engine.upsert(definition.audience, members, idempotency_key=batch_key)
-    _acknowledge(
-        conn, destination, definition.audience, batch_key, operation, results, hashes, result
+    """Remember the inputs of members found unchanged after decrypting them, so the next
+    run can skip them (only where sync_state holds exactly this payload)."""
+    if not unchanged:
+        return
+    people = list(unchanged)
+    conn.execute(
+        "update activation.sync_state s set source_fingerprint = t.sf,"
+        " consent_fingerprint = t.cf, consent_valid_until = t.vu"
+        " from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[])"
+        "  as t(p, h, sf, cf, vu)"
+        " where s.destination = %s and s.audience = %s and s.person_token = t.p"
+        "  and s.payload_hash = t.h",
+        (
+            people,
+            [unchanged[p] for p in people],
+            [prints[p][0] for p in people],
+            [prints[p][1] for p in people],
+            [prints[p][2] for p in people],
+            differ.destination,
+            differ.audience,
+        ),
     )
 
 
-def _push_removes(conn, engine, run_id, definition, destination, batch, result) -> None:
-    batch_key = f"{run_id}:remove:{batch[0]}"
-    _ledger_pending(conn, run_id, definition, destination, batch_key, "remove", batch, {}, {})
-    results = engine.remove(definition.audience, batch, idempotency_key=batch_key)
-    _acknowledge(conn, destination, definition.audience, batch_key, "remove", results, {}, result)
+def _payloads(
+    conn: psycopg.Connection,
+    cipher: VaultCipher,
+    definition: AudienceDefinition,
+    people: list[str],
+    columns: list[str],
+    result: SyncResult,
+) -> dict[str, dict[str, object]]:
+    """Decrypt the declared columns of gated people (audited) and build DLP-checked payloads."""
+    if not people:
+        return {}
+    contacts = read_contacts(
+        conn, cipher, people, columns, definition.purpose, f"sync {definition.audience}"
+    )
+    payloads: dict[str, dict[str, object]] = {}
+    for person in people:
+        contact = contacts.get(person, {})
+        email = contact.get(CONTACT_COLUMN)
+        if not email:
+            result.excluded_by_reason["no_email"] += 1
+            continue
+        fields = {f: contact.get(f) for f in definition.personalization_fields}
+        if check_payload(email, fields, definition.personalization_fields):
+            # Names of fields and kinds only; the finding never carries the value.
+            result.excluded_by_reason["dlp_refused"] += 1
+            continue
+        payloads[person] = {"email": email, "fields": fields}
+    return payloads
+
+
+# --- resuming, locking, bookkeeping --------------------------------------------------------
 
 
 def _resume_pending(
@@ -378,3 +518,77 @@ def _resume_pending(
     ).rowcount
     conn.commit()
     return settled, to_remove
+
+
+def _recover(conn: psycopg.Connection, pusher: BatchPusher | None) -> None:
+    """After a failure: keep what the engine acknowledged, drop the open cursor."""
+    if conn.closed:
+        return
+    conn.rollback()
+    if pusher is not None:
+        pusher.abandon()
+    conn.execute("close all")  # a WITH HOLD cursor would outlive the failed run
+    conn.commit()
+
+
+def _try_lock(conn: psycopg.Connection, destination: str, audience: str) -> bool:
+    row = conn.execute(
+        "select pg_try_advisory_lock(%s, hashtext(%s))",
+        (SYNC_LOCK_CLASS, f"{destination}/{audience}"),
+    ).fetchone()
+    conn.commit()
+    return bool(row[0])
+
+
+def _unlock(conn: psycopg.Connection, destination: str, audience: str) -> None:
+    if conn.closed:
+        return
+    conn.rollback()
+    conn.execute("reset work_mem")
+    conn.execute(
+        "select pg_advisory_unlock(%s, hashtext(%s))",
+        (SYNC_LOCK_CLASS, f"{destination}/{audience}"),
+    )
+    conn.commit()
+
+
+def _finish_run(
+    conn: psycopg.Connection,
+    result: SyncResult,
+    status: str,
+    started: float,
+    error_code: str | None = None,
+) -> None:
+    result.status = status
+    result.error_code = error_code
+    result.seconds = time.monotonic() - started
+    conn.execute(
+        "update activation.sync_runs set finished_at = now(), status = %s, added = %s,"
+        " updated = %s, removed = %s, excluded = %s, rejected = %s, excluded_by_reason = %s,"
+        " seconds = %s, resumed = %s, blocked_reason = %s, reject_share = %s, error_code = %s"
+        " where run_id = %s",
+        (
+            status,
+            result.added,
+            result.updated,
+            result.removed,
+            result.excluded,
+            result.rejected,
+            orjson.dumps(dict(result.excluded_by_reason)).decode(),
+            result.seconds,
+            result.resumed,
+            result.blocked_reason,
+            result.reject_share,
+            error_code,
+            result.run_id,
+        ),
+    )
+    record_audit(
+        conn,
+        "sync_dry_run" if result.dry_run else "sync",
+        f"{result.destination}/{result.audience}",
+        result.added + result.updated + result.removed,
+        purpose=result.purpose,
+        role="hub_sender",
+    )
+    conn.commit()

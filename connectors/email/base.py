@@ -66,6 +66,10 @@ class EventPage:
 class EmailEngine(abc.ABC):
     """An email engine: audiences, their members, and the engagement event stream."""
 
+    # Whether one instance may serve several threads at once (the sync then keeps several
+    # batches in flight); adapters that are not say so by leaving this False.
+    thread_safe: bool = False
+
     @abc.abstractmethod
     def ensure_audience(self, audience_id: str, name: str, purpose: str) -> None:
         """Create the audience or update its name and purpose (idempotent by nature)."""

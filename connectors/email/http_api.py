@@ -11,6 +11,10 @@ Security posture, none of it optional:
 
 Retries: 5xx and connection errors back off exponentially with full jitter; 429 waits for
 Retry-After. Both are bounded by `max_retries`, then EngineUnavailable / EngineRateLimited.
+
+Throughput: one connection pool per thread, so a sync may push several batches at once
+(`thread_safe`); `requests_per_second` caps the request rate of every thread together
+(a token bucket per destination), below the engine's published quota.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import random
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +53,7 @@ from connectors.email.errors import (
     EngineTlsError,
     EngineUnavailable,
 )
+from connectors.email.ratelimit import TokenBucket
 from connectors.email.signing import SIGNATURE_HEADER, signature_header
 from domain.reasons import REASONS
 
@@ -69,8 +75,9 @@ _TRANSIENT = (
 class HttpEngine(EmailEngine):
     """EmailEngine over HTTPS + JSON, with signing, idempotency keys and bounded retries.
 
-    One instance per thread: it owns a requests.Session (a connection pool), which is not
-    documented as thread-safe.
+    Safe to share between threads: each thread gets its own requests.Session (a connection
+    pool; Session is not documented as thread-safe) unless a session is passed in, in which
+    case `thread_safe` is False and the caller keeps to one thread.
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class HttpEngine(EmailEngine):
         backoff_max: float = 30.0,
         max_retry_after: float = 60.0,
         trust_env: bool = False,
+        requests_per_second: float | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
@@ -117,10 +125,17 @@ class HttpEngine(EmailEngine):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
-        self._session = session or requests.Session()
         # trust_env=False by default: no netrc credentials, no env proxy, and no
         # REQUESTS_CA_BUNDLE silently replacing the trust decision made here.
-        self._session.trust_env = trust_env
+        self._trust_env = trust_env
+        self._shared_session = session
+        if session is not None:
+            session.trust_env = trust_env
+        self.thread_safe = session is None
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._bucket = TokenBucket(requests_per_second) if requests_per_second else None
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.SystemRandom()
@@ -130,7 +145,26 @@ class HttpEngine(EmailEngine):
         return f"HttpEngine({self.base_url!r})"
 
     def close(self) -> None:
-        self._session.close()
+        if self._shared_session is not None:
+            self._shared_session.close()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    @property
+    def _session(self) -> requests.Session:
+        """This thread's session (connection pool)."""
+        if self._shared_session is not None:
+            return self._shared_session
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = self._trust_env
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     # --- EmailEngine ----------------------------------------------------------------------
 
@@ -262,6 +296,8 @@ class HttpEngine(EmailEngine):
         }
         if body:
             headers["Content-Type"] = "application/json"
+        if self._bucket is not None:
+            self._bucket.acquire()
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         request = requests.Request(

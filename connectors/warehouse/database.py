@@ -68,6 +68,10 @@ class Warehouse:
             conn.execute("select pg_advisory_xact_lock(7262001)")
             conn.execute(ddl)
             conn.execute(landing_ddl(policy or default_policy()))
+            # Roles and grants last, so they cover every table created above (issue 4).
+            from connectors.warehouse.roles import ensure_roles
+
+            ensure_roles(conn)
 
     def dbt_env(self) -> dict[str, str]:
         """Connection settings for dbt's profiles.yml (read through env_var())."""

@@ -164,3 +164,228 @@ drop trigger if exists audit_events_append_only on audit.events;
 create trigger audit_events_append_only
     before update or delete or truncate on audit.events
     for each statement execute function audit.refuse_change();
+
+-- Secure send and feedback (issue 6): additive only. Columns, indexes and the view on these
+-- busy tables are added only when missing: ALTER TABLE takes an exclusive lock even when
+-- the column exists, and every start runs this file.
+--   sync_runs: exclusions by reason (dry runs too, for comparison), duration, stale ledger
+--     rows settled, why no adds were pushed (blocked_reason), the share of rows the engine
+--     rejected ('alert' above the configured share), the segment definition hash.
+--   sync_state: what a synced member's payload and consent decision were computed from
+--     (hashes and a date only), so an unchanged member is skipped without decrypting it.
+--   engagement.events: the recipient's domain (from activation.recipient_domains).
+do $$
+declare
+    spec text[];
+begin
+    foreach spec slice 1 in array array[
+        ['activation', 'sync_runs', 'excluded_by_reason', 'jsonb'],
+        ['activation', 'sync_runs', 'seconds', 'double precision'],
+        ['activation', 'sync_runs', 'resumed', 'integer not null default 0'],
+        ['activation', 'sync_runs', 'blocked_reason', 'text'],
+        ['activation', 'sync_runs', 'reject_share', 'double precision'],
+        ['activation', 'sync_runs', 'definition_hash', 'text'],
+        ['activation', 'sync_runs', 'error_code', 'text'],
+        ['activation', 'sync_state', 'source_fingerprint', 'text'],
+        ['activation', 'sync_state', 'consent_fingerprint', 'text'],
+        ['activation', 'sync_state', 'consent_valid_until', 'date'],
+        ['engagement', 'events', 'recipient_domain', 'text']
+    ] loop
+        if not exists (
+            select 1 from information_schema.columns
+            where table_schema = spec[1] and table_name = spec[2] and column_name = spec[3]
+        ) then
+            execute format('alter table %I.%I add column %I %s', spec[1], spec[2], spec[3], spec[4]);
+        end if;
+    end loop;
+    if to_regclass('activation.ledger_batch') is null then
+        create index ledger_batch on activation.ledger (batch_key, person_token);
+    end if;
+    if to_regclass('activation.ledger_run') is null then
+        create index ledger_run on activation.ledger (run_id);
+    end if;
+    -- The per-row changelog analysts query: the ledger under its documented name.
+    if to_regclass('activation.sync_changes') is null then
+        create view activation.sync_changes as
+        select
+            run_id, destination, audience, person_token, operation, status, error_code,
+            created_at, acked_at
+        from activation.ledger;
+    end if;
+end;
+$$;
+
+-- Review before first send: a marketing audience needs a recorded approval per destination
+-- ('*' = any) whose definition hash still matches the segment (purpose, fields, model SQL).
+create table if not exists activation.approvals (
+    approval_id bigserial primary key,
+    audience text not null,
+    destination text not null,
+    definition_hash text not null,
+    purpose text not null,
+    personalization_fields text[] not null,
+    approved_by text not null,
+    note text not null,
+    approved_at timestamptz not null default now(),
+    voided_at timestamptz,
+    void_reason text
+);
+create index if not exists approvals_audience on activation.approvals (audience, destination);
+
+-- The recipient's email domain (lower-case, domain only: never the address), derived at
+-- sync time from the decrypted address, for deliverability by domain.
+create table if not exists activation.recipient_domains (
+    person_token text primary key,
+    domain text not null,
+    updated_at timestamptz not null default now()
+);
+
+-- Journeys (journeys/*.yaml, services/journeys.py): definitions, positions, sends.
+create schema if not exists journeys;
+
+-- Each journey's steps as last loaded from its YAML, for dbt and the report.
+create table if not exists journeys.steps (
+    journey text not null,
+    step text not null,
+    step_order integer not null,
+    kind text not null,  -- send | wait | update_attribute | add_to_segment | remove_from_segment | branch
+    next_steps text[] not null default '{}',
+    engine_audience text,  -- send steps: the engine audience the message goes out through
+    message text,
+    purpose text not null,
+    definition_hash text not null,
+    published_at timestamptz not null default now(),
+    primary key (journey, step)
+);
+
+-- Where each person is in each journey: one row per journey x person (a journey is entered once).
+create table if not exists journeys.positions (
+    journey text not null,
+    person_token text not null,
+    step text not null,
+    status text not null default 'active',  -- active | completed | exited
+    exit_reason text,
+    entered_at timestamptz not null,
+    step_entered_at timestamptz not null,
+    updated_at timestamptz not null default now(),
+    primary key (journey, person_token)
+);
+create index if not exists positions_at_step on journeys.positions (journey, status, step);
+
+-- Every step a person entered; the key makes revisiting a step impossible.
+create table if not exists journeys.step_log (
+    journey text not null,
+    person_token text not null,
+    step text not null,
+    entered_at timestamptz not null,
+    completed_at timestamptz,
+    left_at timestamptz,  -- left the journey while at this step (exit condition, consent, ...)
+    outcome text,
+    primary key (journey, person_token, step)
+);
+
+-- Messages journey steps sent: written before the push, acknowledged after.
+create table if not exists journeys.sends (
+    journey text not null,
+    step text not null,
+    person_token text not null,
+    destination text not null,
+    engine_audience text not null,
+    batch_key text not null,  -- the idempotency key sent to the engine
+    purpose text not null,
+    consent_ref text,
+    status text not null default 'pending',  -- pending | acked | rejected
+    error_code text,
+    sent_at timestamptz not null,
+    acked_at timestamptz,
+    primary key (journey, step, person_token)
+);
+
+-- Contact attributes journeys set: values come from the journey YAML, never from records.
+create table if not exists journeys.attributes (
+    person_token text not null,
+    name text not null,
+    value text not null,
+    set_by_journey text not null,
+    updated_at timestamptz not null default now(),
+    primary key (person_token, name)
+);
+
+-- Static segments journeys add people to or remove them from.
+create table if not exists journeys.segment_members (
+    segment text not null,
+    person_token text not null,
+    added_by_journey text not null,
+    added_at timestamptz not null default now(),
+    primary key (segment, person_token)
+);
+
+-- PHI protection (issue 4): additive only. See docs/privacy-operations.md.
+-- Token key rotation: each old token and the token that replaced it, so history written
+-- under old tokens (ledger, late engine feedback, disclosures) still joins to the person.
+create table if not exists vault.token_rekey (
+    old_token text primary key,
+    new_token text not null,
+    kind text not null,  -- chained (computed from the old token) | person (re-resolved)
+    rotation_id bigint not null,
+    created_at timestamptz not null default now()
+);
+create index if not exists token_rekey_new on vault.token_rekey (new_token);
+
+-- Key rotations and their progress (a crashed rotation resumes from here).
+create table if not exists vault.key_rotations (
+    rotation_id bigserial primary key,
+    kind text not null,  -- token | vault
+    from_version integer not null,
+    to_version integer not null,
+    status text not null default 'running',  -- running | committed | finished
+    rows_rekeyed bigint not null default 0,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz
+);
+
+-- Removals owed to engines after `hub forget` (services/forget.py): the engine-side id as
+-- it was pushed; drained by services.forget.drain_forget_queue (`hub forget drain`).
+create table if not exists activation.forget_queue (
+    queue_id bigserial primary key,
+    destination text not null,
+    audience text not null,
+    person_token text not null,
+    reason text not null default 'forget',
+    status text not null default 'pending',  -- pending | removed | failed
+    error_code text,
+    requested_at timestamptz not null default now(),
+    processed_at timestamptz
+);
+create index if not exists forget_queue_pending on activation.forget_queue (destination, status);
+
+-- Engine feedback that arrives after a token rotation still carries the id the engine was
+-- given; translate it to the current person token on insert so suppressions keep applying.
+create or replace function vault.current_person_token() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    mapped text;
+    hops integer := 0;
+begin
+    while new.person_token is not null and hops < 16 loop
+        select r.new_token into mapped from vault.token_rekey r where r.old_token = new.person_token;
+        exit when mapped is null;
+        new.person_token := mapped;
+        hops := hops + 1;
+    end loop;
+    return new;
+end;
+$$;
+-- Created only when missing: no table lock at every start.
+do $$
+begin
+    if not exists (select 1 from pg_trigger where tgname = 'events_current_token') then
+        create trigger events_current_token before insert on engagement.events
+            for each row execute function vault.current_person_token();
+    end if;
+    if not exists (select 1 from pg_trigger where tgname = 'suppressions_current_token') then
+        create trigger suppressions_current_token before insert on engagement.suppressions
+            for each row execute function vault.current_person_token();
+    end if;
+end;
+$$;

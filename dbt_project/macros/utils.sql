@@ -119,3 +119,38 @@
     from {{ ref('clinical_code_sets') }}
     group by code_system, code
 {%- endmacro %}
+
+{#-
+    incremental_since(column)
+
+    The filter of an incremental run: rows whose `column` (when the hub stored them: landing
+    loaded_at, engagement received_at) is at or after the newest value already processed,
+    minus var('incremental_lookback_hours'). The look-back catches late-arriving rows - a
+    load whose transaction began before the last build (so its now() is older than the
+    high-water mark) but committed after it. Renders `true` on full builds.
+-#}
+{% macro incremental_since(column) -%}
+    {%- if is_incremental() -%}
+        {{ column }} >= (
+            select coalesce(max(processed.{{ column }}), '-infinity'::timestamptz)
+            from {{ this }} as processed
+        ) - interval '{{ var("incremental_lookback_hours", 2) | int }} hours'
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    Pre-hook of every model (dbt_project.yml): per-transaction settings for the analytic
+    queries dbt runs. PostgreSQL's 4MB default work_mem makes the window functions and hash
+    aggregates of the consent and clinical models spill to disk; JIT compilation costs more
+    than it saves on queries this size. `set local` ends with the model's transaction.
+-#}
+{% macro session_tuning() -%}
+    {%- set work_mem = var('model_work_mem', '256MB') | string -%}
+    {%- if not modules.re.match('^[0-9]+(kB|MB|GB)$', work_mem) -%}
+        {{ exceptions.raise_compiler_error("var model_work_mem must look like 256MB, got '" ~ work_mem ~ "'") }}
+    {%- endif -%}
+    set local work_mem = '{{ work_mem }}';
+    set local jit = off
+{%- endmacro %}

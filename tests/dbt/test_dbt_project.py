@@ -1,8 +1,10 @@
 """The dbt project, built for real against a fresh embedded PostgreSQL with a hand-made dataset.
 
 One `dbt build` per session (seeds, models, unit tests, data tests) on a small fixture that
-covers every consent case, then assertions on the marts the send step and analysts read, plus a
-check that the SQL consent state equals domain/consent.py on every person, purpose and day.
+covers every consent case and puts someone in each of the ten segments, then assertions on the
+marts the send step and analysts read, a check that the SQL consent state equals
+domain/consent.py on every person, purpose and day, an incremental re-run with late-arriving
+rows, analyst grants, and documentation coverage.
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ SEGMENTS = {
     "diabetes_hba1c_overdue": "treatment",
     "reengagement": "marketing",
     "breast_cancer_screening_due": "treatment",
+    "post_procedure_recovery": "treatment",
+    "missed_appointment": "treatment",
+    "upcoming_appointment_reminder": "treatment",
+    "birthday_month": "marketing",
+    "non_openers_last_campaign": "marketing",
+    "regional_health_alert": "treatment",
 }
+MARKETING_AUDIENCES = {a for a, p in SEGMENTS.items() if p == "marketing"}
+ANALYST_ROLE = "hub_analyst"
+# Marts the send step and analysts rely on: their column sets are enforced contracts.
+CONTRACTED_MART_FOLDERS = ("persons", "audiences", "segments", "engagement")
 
 
 def days_ago(n: int) -> date:
@@ -71,6 +83,9 @@ class Person:
     hba1c: date | None = None
     mammogram: date | None = None
     booked_visit: date | None = None
+    no_shows: tuple[date, ...] = ()
+    # other procedures: (SNOMED code, day)
+    procedures: tuple[tuple[str, date], ...] = ()
 
     @property
     def token(self) -> str:
@@ -83,6 +98,7 @@ class Person:
 LONG_AGO = days_ago(700)  # no visit in 18 months -> re-engagement candidate
 MARKETING_OK = dict(
     sources=("fhir", "crm"),
+    birth_month=D.month,  # birthday month: in seg_birthday_month before the gate
     opt_in=True,
     auth_signed=days_ago(100),
     auth_expires=D + timedelta(days=265),
@@ -142,6 +158,22 @@ PEOPLE = [
     Person("crm-only", sources=("crm",), opt_in=True, auth_signed=days_ago(10)),
     # Lapsed, but a visit is booked: not a re-engagement target.
     Person("booked", **{**MARKETING_OK, "booked_visit": D + timedelta(days=14)}),
+    # Appendectomy 5 days ago: recovery follow-up. An x-ray 3 days ago needs none.
+    Person("post-op", last_encounter=days_ago(5), procedures=(("80146002", days_ago(5)),)),
+    Person("x-rayed", last_encounter=days_ago(3), procedures=(("399208008", days_ago(3)),)),
+    # No-shows: 3 days ago (missed), 2 days ago but rebooked, 10 days ago (too old).
+    Person("no-show", last_encounter=days_ago(200), no_shows=(days_ago(3),)),
+    Person(
+        "no-show-rebooked",
+        last_encounter=days_ago(200),
+        no_shows=(days_ago(2),),
+        booked_visit=D + timedelta(days=10),
+    ),
+    Person("no-show-old", last_encounter=days_ago(200), no_shows=(days_ago(10),)),
+    # Appointment in 2 days: reminder.
+    Person("reminder", last_encounter=days_ago(90), booked_visit=D + timedelta(days=2)),
+    # Lives in the default alert area (ZIP3 770).
+    Person("houston", zip3="770", last_encounter=days_ago(60), flu_vaccine=days_ago(20)),
 ]
 BY_NAME = {p.name: p for p in PEOPLE}
 
@@ -158,9 +190,18 @@ def load_fixture(conn: psycopg.Connection) -> None:
 
     def insert(table: str, source: str, position: str, **values) -> None:
         columns = ["file_id", "source", "position", *values]
+        # Landing keeps one row per natural key, a newer version replacing the older one in
+        # place (connectors/warehouse/loader.py); patients are keyed by subject.
+        upsert = (
+            " on conflict (source, subject_token) do update set"
+            + ", ".join(f" {c} = excluded.{c}" for c in columns if c not in ("source",))
+            + ", loaded_at = now()"
+            if table == "patients"
+            else ""
+        )
         conn.execute(
             f"insert into landing.{table} ({', '.join(columns)})"
-            f" values ({', '.join(['%s'] * len(columns))})",
+            f" values ({', '.join(['%s'] * len(columns))}){upsert}",
             [file_ids[source], source, position, *values.values()],
         )
 
@@ -190,8 +231,23 @@ def load_fixture(conn: psycopg.Connection) -> None:
                     effective_at=ts(days_ago(40)),
                 )
             else:
-                # Landing keeps one row per natural key (the loader merges versions by
-                # effective time, tested in tests/connectors/test_warehouse_loader.py).
+                # An older version first: the newer record must win the merge.
+                insert(
+                    "patients",
+                    source,
+                    f"{p.name}:patient:v1",
+                    subject_token=p.subject(source),
+                    source_id_token=f"pat-{p.name}",
+                    birth_year=p.birth_year,
+                    birth_month=p.birth_month,
+                    sex="unknown",
+                    has_email=True,
+                    state="MA",
+                    zip3="100",
+                    language="en",
+                    deceased=False,
+                    effective_at=ts(days_ago(400)),
+                )
                 insert(
                     "patients",
                     source,
@@ -295,6 +351,31 @@ def load_fixture(conn: psycopg.Connection) -> None:
                 start_at=ts(p.booked_visit),
                 effective_at=ts(days_ago(2)),
             )
+        for i, day in enumerate(p.no_shows):
+            insert(
+                "appointments",
+                clinical,
+                f"{p.name}:noshow:{i}",
+                subject_token=subject,
+                source_id_token=f"noshow-{p.name}-{i}",
+                status="noshow",
+                service_code="primary-care",
+                start_at=ts(day, 9),
+                effective_at=ts(day, 18),
+            )
+        for i, (code, day) in enumerate(p.procedures):
+            insert(
+                "procedures",
+                clinical,
+                f"{p.name}:proc:{i}",
+                subject_token=subject,
+                source_id_token=f"proc-{p.name}-{i}",
+                status="completed",
+                code_system="http://snomed.info/sct",
+                code=code,
+                performed_date=day,
+                effective_at=ts(day),
+            )
         if p.mammogram:
             insert(
                 "procedures",
@@ -328,21 +409,88 @@ def load_fixture(conn: psycopg.Connection) -> None:
             " event_type, effective_at) values (%s, 'sandbox', %s, %s, %s)",
             (f"supp-{n}", p.token, event_type, ts(day)),
         )
-    events = [
-        ("e1", "reengagement", "person-marketing-ok", "sent", False),
-        ("e2", "reengagement", "person-marketing-ok", "delivered", False),
-        ("e3", "reengagement", "person-marketing-ok", "open", True),
-        ("e4", "reengagement", "person-marketing-ok", "open", False),
-        ("e5", "reengagement", "person-marketing-ok", "click", False),
-        ("e6", "reengagement", "person-fhir-marketing", "sent", False),
-        ("e7", "reengagement", "person-fhir-marketing", "delivered", False),
-    ]
-    for event_id, audience, person, event_type, machine in events:
-        conn.execute(
-            "insert into engagement.events (event_id, destination, audience, person_token,"
-            " event_type, occurred_at, machine_open) values (%s, 'sandbox', %s, %s, %s, %s, %s)",
-            (event_id, audience, person, event_type, ts(days_ago(1)), machine),
-        )
+    for event in ENGAGEMENT_EVENTS:
+        insert_event(conn, *event)
+
+
+def insert_event(
+    conn: psycopg.Connection,
+    event_id: str,
+    audience: str,
+    person: str,
+    event_type: str,
+    day: date,
+    machine: bool = False,
+    bounce: str | None = None,
+    domain: str | None = "example.org",
+    hour: int = 12,
+) -> None:
+    conn.execute(
+        "insert into engagement.events (event_id, destination, audience, person_token,"
+        " event_type, occurred_at, machine_open, bounce_type, recipient_domain)"
+        " values (%s, 'sandbox', %s, %s, %s, %s, %s, %s, %s)",
+        (
+            event_id,
+            audience,
+            f"person-{person}",
+            event_type,
+            ts(day, hour),
+            machine,
+            bounce,
+            domain,
+        ),
+    )
+
+
+def _campaign(audience: str, day: date, outcomes: dict[str, tuple[str, ...]]) -> list[tuple]:
+    """Engine events of one campaign send: per person, the events after 'sent'."""
+    events = []
+    for person, kinds in outcomes.items():
+        for n, kind in enumerate(("sent", *kinds)):
+            event_type, _, flag = kind.partition(":")
+            events.append(
+                (
+                    f"{audience}-{day}-{person}-{n}",
+                    audience,
+                    person,
+                    event_type,
+                    day,
+                    flag == "machine",
+                    (flag or None) if event_type == "bounce" else None,
+                    "example.com" if person.startswith("m") else "example.org",
+                    9 + n,
+                )
+            )
+    return events
+
+
+# Engagement history. Yesterday's re-engagement send is too recent to judge (non-opener wait: 3
+# days); the flu campaign 5 days ago is the last campaign; the one 10 days before is older.
+ENGAGEMENT_EVENTS = [
+    ("e1", "reengagement", "marketing-ok", "sent", days_ago(1)),
+    ("e2", "reengagement", "marketing-ok", "delivered", days_ago(1)),
+    ("e3", "reengagement", "marketing-ok", "open", days_ago(1), True),
+    ("e4", "reengagement", "marketing-ok", "open", days_ago(1)),
+    ("e5", "reengagement", "marketing-ok", "click", days_ago(1)),
+    ("e6", "reengagement", "fhir-marketing", "sent", days_ago(1)),
+    ("e7", "reengagement", "fhir-marketing", "delivered", days_ago(1)),
+    *_campaign(
+        "flu_vaccine_due",
+        days_ago(5),
+        {
+            "marketing-ok": ("delivered", "open:machine"),  # a proxy prefetch is no open
+            "fhir-marketing": ("delivered", "open"),
+            "expired": ("delivered",),
+            "revoked": ("delivered",),
+            "unsubscribed": ("delivered",),
+            "hard-bounced": ("delivered",),
+            "complained": ("delivered",),
+            "booked": ("bounce:hard",),  # never delivered: nothing to follow up
+        },
+    ),
+    *_campaign("breast_cancer_screening_due", days_ago(15), {"crm-only": ("delivered",)}),
+]
+NON_OPENERS = {"marketing-ok", "expired", "revoked", "unsubscribed", "hard-bounced", "complained"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +548,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     warehouse = Warehouse(database_url=None, state_path=tmp / "state")
     warehouse.ensure_schema()
     with warehouse.connect() as conn:
+        # The role may already come with the warehouse's schema; dbt must grant to it either way.
+        if not conn.execute(
+            "select 1 from pg_roles where rolname = %s", (ANALYST_ROLE,)
+        ).fetchone():
+            conn.execute(f"create role {ANALYST_ROLE} nologin")
         load_fixture(conn)
     try:
         with dbt_environment(warehouse):
@@ -439,37 +592,52 @@ def test_build_succeeds(built: Built) -> None:
     )
     assert built.build.success, failures
     kinds = Counter(r.node.resource_type for r in built.build.result.results)
-    assert kinds["unit_test"] >= 5  # the int_consent_state unit tests ran and passed
+    # consent (5), journey stage, flu season and non-opener unit tests ran and passed
+    assert kinds["unit_test"] >= 9
+
+
+def segment(built: Built, audience: str) -> set[str]:
+    return {person for (person,) in built.rows(f"select person_token from marts.seg_{audience}")}
 
 
 def test_every_segment_is_non_empty_and_catalogued(built: Built) -> None:
     catalog = {
-        audience: (purpose, fields)
-        for audience, purpose, fields in built.rows(
-            "select audience, purpose, personalization_fields from marts.segment_catalog"
+        audience: (purpose, fields, owner, description)
+        for audience, purpose, fields, owner, description in built.rows(
+            "select audience, purpose, personalization_fields, owner, description"
+            " from marts.segment_catalog"
         )
     }
-    assert {a: p for a, (p, _) in catalog.items()} == SEGMENTS
-    assert all(fields == ["given_name"] for _, fields in catalog.values())
-    for audience in SEGMENTS:
-        (count,) = built.rows(f"select count(*) from marts.seg_{audience}")[0]
-        assert count > 0, audience
+    assert {a: p for a, (p, *_) in catalog.items()} == SEGMENTS
+    for audience, (_, fields, owner, description) in catalog.items():
+        assert fields == ["given_name"] and owner and description, audience
+        assert segment(built, audience), audience
+        assert members(built, audience), audience
 
 
-def test_marketing_audience_keeps_only_valid_authorizations(built: Built) -> None:
+def test_segments_pick_exactly_the_people_they_describe(built: Built) -> None:
+    assert segment(built, "post_procedure_recovery") == tokens("post-op")
+    assert segment(built, "missed_appointment") == tokens("no-show")
+    assert segment(built, "upcoming_appointment_reminder") == tokens("reminder")
+    assert segment(built, "regional_health_alert") == tokens("houston")
+    assert segment(built, "non_openers_last_campaign") == tokens(*NON_OPENERS)
+    birthdays = {p.name for p in PEOPLE if p.birth_month == D.month and not p.deceased}
+    assert segment(built, "birthday_month") == tokens(*birthdays)
+    assert "houston" not in segment(built, "flu_vaccine_due")  # vaccinated this season
+
+
+def test_marketing_audiences_keep_only_valid_authorizations(built: Built) -> None:
     assert members(built, "reengagement") == tokens("marketing-ok", "fhir-marketing")
-    excluded = tokens(
-        "expired",
-        "revoked",
-        "unsubscribed",
-        "hard-bounced",
-        "complained",
-        "treatment-only",
-        "crm-only",
-    )
-    marketing = {a for a, p in SEGMENTS.items() if p == "marketing"}
-    for audience in marketing:
-        assert not members(built, audience) & excluded
+    assert members(built, "non_openers_last_campaign") == tokens("marketing-ok")
+    # expired yesterday, revoked this morning, unsubscribed, hard-bounced, complained: each is
+    # in every marketing segment and in no marketing audience.
+    gated_out = tokens("expired", "revoked", "unsubscribed", "hard-bounced", "complained")
+    assert BY_NAME["expired"].auth_expires == days_ago(1)
+    assert BY_NAME["revoked"].auth_revoked == D
+    for audience in MARKETING_AUDIENCES:
+        assert gated_out <= segment(built, audience), audience
+        assert not members(built, audience) & gated_out, audience
+        assert not members(built, audience) & tokens("treatment-only", "crm-only"), audience
     refs = dict(
         built.rows(
             "select person_token, consent_ref from marts.audience_membership"
@@ -489,6 +657,10 @@ def test_treatment_audiences_reach_people_without_marketing_authorization(built:
     assert not flu & tokens("flu-done", "diabetic-ok", "deceased", "crm-only", "nonagenarian")
     assert members(built, "diabetes_hba1c_overdue") == tokens("treatment-only")
     assert members(built, "breast_cancer_screening_due") == tokens("mammo-due")
+    suppressed = tokens("hard-bounced", "complained")
+    treatment = {a for a, p in SEGMENTS.items() if p == "treatment"}
+    for audience in treatment:
+        assert not members(built, audience) & suppressed, audience
 
 
 def test_audience_exclusions_count_each_reason(built: Built) -> None:
@@ -505,8 +677,36 @@ def test_audience_exclusions_count_each_reason(built: Built) -> None:
         "complained": 1,
         "not_opted_in": 1,
     }
+    assert exclusions["non_openers_last_campaign"] == {
+        "expired": 1,
+        "revoked": 1,
+        "unsubscribed": 1,
+        "hard_bounced": 1,
+        "complained": 1,
+    }
     assert exclusions["flu_vaccine_due"] == {"hard_bounced": 1, "complained": 1, "denied": 1}
     assert "diabetes_hba1c_overdue" not in exclusions
+
+
+def test_consent_history_explains_in_and_out_on_any_date(built: Built) -> None:
+    history = built.rows(
+        "select valid_from, valid_to, allowed, reason, consent_ref"
+        " from intermediate.int_consent_history"
+        " where person_token = 'person-revoked' and purpose = 'marketing'"
+    )
+
+    def state_on(day: date) -> tuple[bool, str, str | None]:
+        (state,) = [
+            (allowed, reason, ref)
+            for start, end, allowed, reason, ref in history
+            if start <= day and (end is None or day <= end)
+        ]
+        return state
+
+    assert state_on(days_ago(60)) == (False, "not_opted_in", None)  # signed, not yet opted in
+    assert state_on(days_ago(1)) == (True, "ok", "subject-crm-revoked")
+    assert state_on(D) == (False, "revoked", "subject-crm-revoked")  # revoked this morning
+    assert state_on(D + timedelta(days=400)) == (False, "revoked", "subject-crm-revoked")
 
 
 def test_dim_persons_is_safe_harbor(built: Built) -> None:
@@ -517,7 +717,17 @@ def test_dim_persons_is_safe_harbor(built: Built) -> None:
             " where table_schema = 'marts' and table_name = 'dim_persons' order by ordinal_position"
         )
     ]
-    assert columns == ["person_token", "birth_year", "age_band", "sex", "zip3", "state", "language"]
+    assert columns == [
+        "person_token",
+        "birth_year",
+        "age_band",
+        "sex",
+        "zip3",
+        "state",
+        "language",
+        "coverage_type",
+        "journey_stage",
+    ]
     rows = {
         r[0]: r[1:]
         for r in built.rows(
@@ -530,6 +740,37 @@ def test_dim_persons_is_safe_harbor(built: Built) -> None:
     assert rows["person-mammo-done"][2] == "000"  # 213: not in the census table
     assert rows["person-marketing-ok"][2] == "021"  # populous: kept
     assert rows["person-crm-only"][3] is None  # CRM carries no sex
+
+
+def test_journey_stage_of_fixture_patients(built: Built) -> None:
+    stages = dict(built.rows("select person_token, journey_stage from marts.dim_persons"))
+    assert stages["person-treatment-only"] == "inactive"  # last visit 700 days ago
+    assert stages["person-post-op"] == "active"  # seen 5 days ago, no gap
+    assert stages["person-no-show"] == "at_risk"
+    assert stages["person-mammo-due"] == "overdue"  # screening mammogram due
+    assert stages["person-diabetic-ok"] == "active"
+    assert stages["person-crm-only"] is None  # no care journey
+    assert stages["person-deceased"] is None
+
+
+def test_clinical_facts_by_code(built: Built) -> None:
+    assert built.rows(
+        "select code_system, code, code_sets from intermediate.int_conditions_active"
+        " where person_token = 'person-treatment-only'"
+    ) == [("snomed", "44054006", ["diabetes"])]
+    assert built.rows(
+        "select loinc_code, value_number, unit, last_observed_on from intermediate.int_labs_latest"
+        " where person_token = 'person-treatment-only'"
+    ) == [("4548-4", 7.9, "%", days_ago(240))]
+    assert built.rows(
+        "select cvx_code, doses, last_given_on from intermediate.int_immunizations_latest"
+        " where person_token = 'person-diabetic-ok'"
+    ) == [("150", 2, days_ago(20))]
+    utilization = built.rows(
+        "select last_visit_on, last_no_show_on, no_shows_90d, next_appointment_on"
+        " from intermediate.int_utilization where person_token = 'person-no-show-rebooked'"
+    )
+    assert utilization == [(days_ago(200), days_ago(2), 1, D + timedelta(days=10))]
 
 
 def test_sql_consent_state_matches_domain_consent(built: Built) -> None:
@@ -572,10 +813,101 @@ def test_sql_consent_state_matches_domain_consent(built: Built) -> None:
 
 def test_engagement_aggregates_exclude_machine_opens(built: Built) -> None:
     rows = built.rows(
-        "select sent, delivered, opens, clicks, open_rate from marts.agg_engagement_by_audience"
+        "select sent, delivered, opens, clicks, open_rate, messages, opened_messages"
+        " from marts.agg_engagement_by_audience where audience = 'reengagement'"
+    )
+    assert [(s, d, o, c, float(r), m, om) for s, d, o, c, r, m, om in rows] == [
+        (2, 2, 1, 1, 0.5, 2, 1)
+    ]
+
+
+def test_campaign_funnel_and_drop_off(built: Built) -> None:
+    funnel = built.rows(
+        "select sent, delivered, opened, clicked, dropped_before_delivery, dropped_before_open"
+        " from marts.agg_campaign_funnel"
+        " where audience = 'flu_vaccine_due' and campaign_sent_on = %s",
+        (days_ago(5),),
+    )
+    assert funnel == [(8, 7, 1, 0, 1, 6)]  # the machine open does not count as opened
+
+
+def test_deliverability_by_domain_and_open_timing(built: Built) -> None:
+    domains = {
+        domain: (messages, delivered, hard)
+        for domain, messages, delivered, hard in built.rows(
+            "select recipient_domain, messages, delivered, hard_bounces"
+            " from marts.agg_deliverability_by_domain"
+        )
+    }
+    assert domains["example.com"] == (1, 1, 0)  # marketing-ok's flu message
+    assert sum(m for m, _, _ in domains.values()) == 11
+    assert domains["example.org"][2] == 1  # booked's hard bounce
+    timing = built.rows(
+        "select day_of_week, hour_of_day, opens, clicks from marts.agg_open_timing"
         " where audience = 'reengagement'"
     )
-    assert [(s, d, o, c, float(r)) for s, d, o, c, r in rows] == [(2, 2, 1, 1, 0.5)]
+    assert timing == [(days_ago(1).isoweekday(), 12, 1, 1)]
+
+
+def test_contact_engagement_score_is_recency_weighted(built: Built) -> None:
+    scores = {
+        person: (float(score), tier, recency)
+        for person, score, tier, recency in built.rows(
+            "select person_token, engagement_score, engagement_tier, engagement_recency"
+            " from marts.dim_contact_engagement"
+        )
+    }
+    recent_click, older_open = scores["person-marketing-ok"], scores["person-fhir-marketing"]
+    assert recent_click[0] > older_open[0] > 0
+    assert recent_click[2] == older_open[2] == "0-29d"
+    assert scores["person-expired"] == (0.0, "none", "never")
+    assert scores["person-unsubscribed"][0] == 0.0
+
+
+def test_behavioral_history_counts_opens_and_clicks(built: Built) -> None:
+    rows = built.rows(
+        "select person_token, opens_30d, clicks_30d, machine_opens_90d, engagement_recency"
+        " from intermediate.int_engagement_behavior"
+        " where person_token in ('person-marketing-ok', 'person-crm-only')"
+        " order by person_token"
+    )
+    assert rows == [
+        ("person-crm-only", 0, 0, 0, "never_engaged"),
+        ("person-marketing-ok", 1, 1, 2, "engaged_30d"),
+    ]
+
+
+def test_analyst_role_reads_only_the_analyst_tier(built: Built) -> None:
+    def can_read(relation: str) -> bool:
+        schema = relation.split(".")[0]
+        return built.rows(
+            "select has_schema_privilege(%s, %s, 'usage')"
+            " and has_table_privilege(%s, %s, 'select')",
+            (ANALYST_ROLE, schema, ANALYST_ROLE, relation),
+        )[0][0]
+
+    analyst = [
+        "marts.dim_persons",
+        "marts.audience_membership",
+        "marts.audience_exclusions",
+        "marts.segment_catalog",
+        "marts.agg_engagement_by_audience",
+        "marts.agg_campaign_funnel",
+        "marts.agg_deliverability_by_domain",
+        "marts.agg_open_timing",
+        "marts.dim_contact_engagement",
+        *(f"marts.seg_{audience}" for audience in SEGMENTS),
+    ]
+    for relation in analyst:
+        assert can_read(relation), relation
+    for relation in (
+        "marts.fct_email_events",
+        "marts.fct_email_messages",
+        "intermediate.int_consent_events",
+        "intermediate.int_persons",
+        "staging.stg_crm__contacts",
+    ):
+        assert not can_read(relation), relation
 
 
 def test_feedback_models_are_tagged_and_downstream_only(built: Built) -> None:
@@ -584,14 +916,22 @@ def test_feedback_models_are_tagged_and_downstream_only(built: Built) -> None:
     manifest = json.loads((built.tmp / "target" / "manifest.json").read_text())
     nodes = manifest["nodes"]
     feedback = {uid for uid, n in nodes.items() if "feedback" in n.get("tags", [])}
-    assert {nodes[u]["name"] for u in feedback if nodes[u]["resource_type"] == "model"} == {
+    assert {nodes[u]["name"] for u in feedback if nodes[u]["resource_type"] == "model"} >= {
         "stg_engine__events",
         "fct_email_events",
+        "fct_email_messages",
         "agg_engagement_by_audience",
+        "agg_campaign_funnel",
+        "agg_deliverability_by_domain",
+        "agg_open_timing",
+        "dim_contact_engagement",
     }
     for uid, node in nodes.items():
         if uid not in feedback and node["resource_type"] == "model":
-            assert not set(node["depends_on"]["nodes"]) & feedback, uid
+            parents = set(node["depends_on"]["nodes"])
+            assert not parents & feedback, uid
+            # this run's engine events (Dagster: engagement_events, downstream of activation)
+            assert "source.audience_hub.engine.events" not in parents, uid
     sources = manifest["sources"]
     keys = {
         s["source_name"] + "." + s["name"]: s["meta"]["dagster"]["asset_key"]
@@ -603,9 +943,17 @@ def test_feedback_models_are_tagged_and_downstream_only(built: Built) -> None:
     assert keys["hub.person_xref"] == ["person_xref"]
     assert keys["engine.events"] == ["engagement_events"]
     assert keys["engine.suppressions"] == ["suppression_list"]
+    assert keys["engine_history.events"] == ["engagement_history"]
+    behavioral = nodes["model.audience_hub.seg_non_openers_last_campaign"]
+    assert "feedback" not in behavioral["tags"]
+    for source in sources.values():
+        if source["original_file_path"].startswith("models/staging/"):
+            assert source["freshness"]["warn_after"]["count"], source["unique_id"]
 
 
-def test_parse_and_docs_generate(built: Built) -> None:
+def test_parse_docs_generate_and_every_column_described(built: Built) -> None:
+    import json
+
     with dbt_environment(built.warehouse):
         parsed = run_dbt(built.tmp, "parse")
         assert parsed.success, parsed.exception
@@ -613,4 +961,69 @@ def test_parse_and_docs_generate(built: Built) -> None:
             built.tmp, "docs", "generate", "--vars", f"{{evaluation_date: '{EVALUATION_DATE}'}}"
         )
         assert docs.success, docs.exception
-    assert (built.tmp / "target" / "catalog.json").exists()
+    manifest = json.loads((built.tmp / "target" / "manifest.json").read_text())
+    catalog = json.loads((built.tmp / "target" / "catalog.json").read_text())
+    undocumented = []
+    for uid, node in manifest["nodes"].items():
+        if node["resource_type"] != "model":
+            continue
+        if not node["description"].strip():
+            undocumented.append(uid)
+        described = {n for n, c in node["columns"].items() if c["description"].strip()}
+        actual = set(catalog["nodes"][uid]["columns"])
+        undocumented += [f"{uid}.{column}" for column in sorted(actual - described)]
+        if node["fqn"][1:3] in (["marts", f] for f in CONTRACTED_MART_FOLDERS):
+            assert node["contract"]["enforced"], uid
+    assert not undocumented
+
+
+def test_incremental_models_pick_up_late_arriving_rows(built: Built) -> None:
+    """A re-run reads only what arrived since the last run (minus the look-back): late events
+    and updated encounters land, rows loaded before the window are left alone."""
+    with built.warehouse.connect() as conn:
+        (watermark,) = conn.execute(
+            "select max(received_at) from marts.fct_email_events"
+        ).fetchone()
+        # an open from 3 weeks ago that reached the hub only now
+        insert_event(conn, "late-open", "reengagement", "fhir-marketing", "open", days_ago(21))
+        # stored by a feedback transaction that began before the last build (inside the window)
+        insert_event(conn, "in-window", "reengagement", "fhir-marketing", "click", days_ago(1))
+        conn.execute(
+            "update engagement.events set received_at = %s - interval '1 hour'"
+            " where event_id = 'in-window'",
+            (watermark,),
+        )
+        # far older than the window: an incremental run must not re-read it
+        insert_event(conn, "outside-window", "reengagement", "fhir-marketing", "click", days_ago(1))
+        conn.execute(
+            "update engagement.events set received_at = %s - interval '3 hours'"
+            " where event_id = 'outside-window'",
+            (watermark,),
+        )
+        # an encounter re-sent as entered-in-error replaces its row in landing
+        conn.execute(
+            "update landing.encounters set status = 'entered-in-error', loaded_at = now()"
+            " where source_id_token = 'enc-post-op-1'"
+        )
+    with dbt_environment(built.warehouse):
+        rerun = run_dbt(
+            built.tmp,
+            "run",
+            "--select",
+            "int_encounters_deduplicated fct_email_events dim_persons",
+            "--vars",
+            f"{{evaluation_date: '{EVALUATION_DATE}', analyst_role: hub_role_that_does_not_exist}}",
+        )
+    assert rerun.success, rerun.exception
+    events = {e for (e,) in built.rows("select event_id from marts.fct_email_events")}
+    assert {"late-open", "in-window"} <= events
+    assert "outside-window" not in events  # proof the run was incremental, not a rebuild
+    assert len(events) == len(ENGAGEMENT_EVENTS) + 2
+    statuses = built.rows(
+        "select status, counts_as_visit from intermediate.int_encounters_deduplicated"
+        " where encounter_key = 'enc-post-op-1'"
+    )
+    assert statuses == [("entered-in-error", False)]
+    (encounters,) = built.rows("select count(*) from intermediate.int_encounters_deduplicated")[0]
+    (landed,) = built.rows("select count(*) from landing.encounters")[0]
+    assert encounters == landed

@@ -128,12 +128,17 @@ final as (
         merged.birth_year,
         merged.birth_month,
         {{ age_on('merged.birth_year', 'merged.birth_month', evaluation_date()) }} as age_years,
+        {{ age_band(age_on('merged.birth_year', 'merged.birth_month', evaluation_date())) }}
+            as age_band,
         merged.sex,
         merged.zip3,
         merged.state,
         merged.language,
         merged.race,
         merged.ethnicity,
+        -- No source carries insurance yet (no FHIR Coverage ingestion): the column exists so
+        -- segments and dim_persons keep their shape when it arrives.
+        null::text as coverage_type,
         coalesce(merged.is_deceased, false) as is_deceased,
         coalesce(merged.has_email, false) as has_email,
         coalesce(merged.is_patient, false) as is_patient,

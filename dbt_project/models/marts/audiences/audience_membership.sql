@@ -8,10 +8,16 @@
     names the line to add (and the assert_segments_are_gated test flags it).
 -#}
 -- depends_on: {{ ref('int_consent_state') }}
+-- depends_on: {{ ref('seg_birthday_month') }}
 -- depends_on: {{ ref('seg_breast_cancer_screening_due') }}
 -- depends_on: {{ ref('seg_diabetes_hba1c_overdue') }}
 -- depends_on: {{ ref('seg_flu_vaccine_due') }}
+-- depends_on: {{ ref('seg_missed_appointment') }}
+-- depends_on: {{ ref('seg_non_openers_last_campaign') }}
+-- depends_on: {{ ref('seg_post_procedure_recovery') }}
 -- depends_on: {{ ref('seg_reengagement') }}
+-- depends_on: {{ ref('seg_regional_health_alert') }}
+-- depends_on: {{ ref('seg_upcoming_appointment_reminder') }}
 
 {%- set segments = segment_nodes() %}
 

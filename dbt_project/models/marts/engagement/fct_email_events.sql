@@ -1,36 +1,50 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='event_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        indexes=[{'columns': ['event_id'], 'unique': true}, {'columns': ['received_at']}],
+    )
+}}
 {#-
     One row per engine event (deduplicated by event_id: the engine may deliver an event more
-    than once; the first received copy wins). Operational grain: occurred_at is the event
-    time, not a person's date; analysts who only need rates use agg_engagement_by_audience.
+    than once; the first received copy wins). Operational grain, not analyst tier:
+    occurred_at is the event time per person; analysts use the agg_* marts.
+
+    Incremental: events only ever arrive, so a run reads events received since the newest
+    received_at already here, minus the look-back (incremental_since), and replaces those
+    event ids (delete+insert). Filtering on received_at, not occurred_at, is what handles
+    late-arriving events: an open that happened last week but reached the hub today is
+    picked up today.
 -#}
 with
 
 events as (
     select * from {{ ref('stg_engine__events') }}
+    where {{ incremental_since('received_at') }}
 ),
 
 deduplicated as (
-    select
-        *,
-        row_number() over (
-            partition by event_id
-            order by received_at asc, occurred_at asc
-        ) as copy_rank
+    select distinct on (event_id) *
     from events
+    order by event_id asc, received_at asc, occurred_at asc
 ),
 
 final as (
     select
-        event_id,
-        destination,
-        audience,
-        person_token,
-        event_type,
-        occurred_at,
-        is_machine_open as machine_open,
-        bounce_type
+        event_id::text as event_id,
+        destination::text as destination,
+        audience::text as audience,
+        person_token::text as person_token,
+        event_type::text as event_type,
+        occurred_at::timestamptz as occurred_at,
+        coalesce(is_machine_open, false)::boolean as machine_open,
+        (case when event_type = 'bounce' then coalesce(bounce_type, 'soft') end)::text
+            as bounce_type,
+        recipient_domain::text as recipient_domain,
+        received_at::timestamptz as received_at
     from deduplicated
-    where copy_rank = 1
 )
 
 select * from final

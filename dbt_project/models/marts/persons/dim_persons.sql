@@ -9,6 +9,10 @@ persons as (
     select * from {{ ref('int_persons') }}
 ),
 
+journey as (
+    select * from {{ ref('int_journey_stage') }}
+),
+
 populous_zip3 as (
     select zip3 from {{ ref('safe_harbor_zip3') }}
 ),
@@ -30,10 +34,14 @@ final as (
             else '000'
         end::text as zip3,
         persons.state::text as state,
-        persons.language::text as language
+        persons.language::text as language,
+        persons.coverage_type::text as coverage_type,
+        journey.journey_stage::text as journey_stage
     from persons
     left join populous_zip3
         on persons.zip3 = populous_zip3.zip3
+    left join journey
+        on persons.person_token = journey.person_token
 )
 
 select * from final

@@ -12,22 +12,22 @@ care_history as (
     select * from {{ ref('int_person_care_history') }}
 ),
 
+utilization as (
+    select * from {{ ref('int_utilization') }}
+),
+
 final as (
-    select persons.person_token
+    select persons.person_token::text as person_token
     from persons
     left join care_history
         on persons.person_token = care_history.person_token
+    left join utilization
+        on persons.person_token = utilization.person_token
     where
         persons.is_patient
         and not persons.is_deceased
-        and persons.sex = 'female'
-        and persons.age_years between 50 and 74
-        and (
-            care_history.last_mammogram_on is null
-            or care_history.last_mammogram_on
-            < cast({{ evaluation_date() }} - interval '2 years' as date)
-        )
-        and care_history.next_booked_mammography_on is null
+        and {{ mammogram_due('persons.sex', 'persons.age_years', 'care_history.last_mammogram_on') }}
+        and utilization.next_mammography_appointment_on is null
 )
 
 select * from final

@@ -10,18 +10,14 @@ care_history as (
 ),
 
 final as (
-    select persons.person_token
+    select persons.person_token::text as person_token
     from persons
     inner join care_history
         on persons.person_token = care_history.person_token
     where
         not persons.is_deceased
         and care_history.has_active_diabetes
-        and (
-            care_history.last_hba1c_on is null
-            or care_history.last_hba1c_on
-            < cast({{ evaluation_date() }} - interval '6 months' as date)
-        )
+        and {{ hba1c_overdue('care_history.last_hba1c_on') }}
 )
 
 select * from final

@@ -1,7 +1,8 @@
 {#-
-    Patients (6 months and older, living) with no influenza immunization since August 1 of
-    the current flu season (the season that started on the last August 1 on or before the
-    evaluation date).
+    Patients (6 months and older, living) with no influenza immunization in the current flu
+    season. Season-aware: the season starts on August 1 (var flu_season_start_month) and
+    outreach runs through March (var flu_season_outreach_end_month); from April to July the
+    segment is empty - there is no season to vaccinate for.
 -#}
 with
 
@@ -14,23 +15,18 @@ care_history as (
 ),
 
 season as (
-    select
-        make_date(
-            extract(year from {{ evaluation_date() }})::integer
-            - case when extract(month from {{ evaluation_date() }}) < 8 then 1 else 0 end,
-            8,
-            1
-        ) as season_start_on
+    select {{ flu_season_start() }} as season_start_on
 ),
 
 final as (
-    select persons.person_token
+    select persons.person_token::text as person_token
     from persons
     cross join season
     left join care_history
         on persons.person_token = care_history.person_token
     where
-        persons.is_patient
+        season.season_start_on is not null
+        and persons.is_patient
         and not persons.is_deceased
         -- 6 months or older (age unknown: assumed eligible)
         and coalesce(

@@ -16,6 +16,7 @@ renamed as (
         occurred_at,
         machine_open as is_machine_open,
         lower(trim(bounce_type)) as bounce_type,
+        lower(trim(recipient_domain)) as recipient_domain,
         received_at
     from source
 )

@@ -1,0 +1,234 @@
+"""Activation stages against the SANDBOX engine over HTTPS: diff sync (full and 1% changed),
+a full re-push baseline (consent gate kept, no diff, no ledger) and events readback."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter
+
+from bench.measure import StageResult
+from bench.stages.protect import protector_from
+
+
+def _engine(endpoint: dict):
+    from connectors.email.http_api import HttpEngine
+
+    return HttpEngine(
+        endpoint["base_url"], endpoint["token"], endpoint["signing_secret"], endpoint["ca_file"]
+    )
+
+
+def _audiences(conn) -> list[str]:
+    return [a for (a,) in conn.execute("select audience from marts.segment_catalog order by 1")]
+
+
+def _members(conn) -> int:
+    return conn.execute("select count(*) from marts.audience_membership").fetchone()[0]
+
+
+def approve_all(conn, manifest: Path) -> int:
+    """Record the review every marketing audience needs before its first send (services.
+    approvals), as marketing ops would with `hub approve`; bound to the bench's manifest."""
+    from services.approvals import approval_status, approve
+
+    approved = 0
+    for audience in _audiences(conn):
+        status = approval_status(conn, audience, "*", manifest)
+        if status.required and not status.approved:
+            approve(conn, audience, "bench", "benchmark on synthetic data", manifest_path=manifest)
+            approved += 1
+    conn.commit()
+    return approved
+
+
+def sync_all(
+    warehouse, keyring: str, endpoint: dict, destination: str, manifest: str
+) -> StageResult:
+    """services.sync.sync_audience for every audience (mirror mode, default batch size and
+    concurrency, as the activation asset runs it); marketing audiences approved first."""
+    from services.sync import sync_audience
+
+    cipher = protector_from(keyring).cipher
+    engine = _engine(endpoint)
+    totals = {"added": 0, "updated": 0, "removed": 0, "excluded": 0, "rejected": 0}
+    with warehouse.connect() as conn:
+        approve_all(conn, Path(manifest))
+        members = _members(conn)
+        audiences = _audiences(conn)
+        started = perf_counter()
+        for audience in audiences:
+            result = sync_audience(
+                conn,
+                engine,
+                cipher,
+                destination=destination,
+                audience=audience,
+                manifest_path=Path(manifest),
+            ).as_dict()
+            for key in totals:
+                totals[key] += result[key]
+        seconds = perf_counter() - started
+    return {"seconds": seconds, "records": members, **totals}
+
+
+def change_contacts(warehouse, keyring: str, destination: str, share: float, seed: int) -> int:
+    """Give `share` of the synced people a new email address in the vault (as a CRM update
+    would), so the next diff sync has that many updates. Returns the people changed."""
+    cipher = protector_from(keyring).cipher
+    with warehouse.connect() as conn:
+        people = [
+            p
+            for (p,) in conn.execute(
+                "select person_token from (select distinct person_token from"
+                " activation.sync_state where destination = %s) s"
+                " order by md5(person_token || %s::text) limit"
+                " greatest(1, (select round(count(distinct person_token) * %s)::int"
+                " from activation.sync_state where destination = %s))",
+                (destination, seed, share, destination),
+            )
+        ]
+        rows = conn.execute(
+            "select v.subject_token, v.key_version, v.ciphertext from landing.person_xref x"
+            " join vault.contact_fields v on v.subject_token = x.subject_token"
+            " where x.person_token = any(%s) and v.column_name = 'email'",
+            (people,),
+        ).fetchall()
+        with conn.transaction(), conn.cursor() as cur:
+            for subject, version, blob in rows:
+                email = cipher.decrypt(subject, "email", version, blob)
+                new_version, new_blob = cipher.encrypt(subject, "email", f"m{seed}.{email}")
+                cur.execute(
+                    "update vault.contact_fields set key_version = %s, ciphertext = %s"
+                    " where subject_token = %s and column_name = 'email'",
+                    (new_version, new_blob, subject),
+                )
+    return len(people)
+
+
+def sync_changed(
+    warehouse,
+    keyring: str,
+    endpoint: dict,
+    destination: str,
+    manifest: str,
+    share: float,
+    seed: int,
+) -> StageResult:
+    """Incremental diff sync after `share` of the synced people changed (change untimed)."""
+    changed = change_contacts(warehouse, keyring, destination, share, seed)
+    out = sync_all(warehouse, keyring, endpoint, destination, manifest)
+    out["people_changed"] = changed
+    return out
+
+
+def repush_all(warehouse, keyring: str, endpoint: dict, manifest: str) -> StageResult:
+    """Baseline: every consent-gated member of every audience pushed again, in batches, with
+    no diff and no ledger: what a sync without state would do on every run. The consent
+    gate, the marketing approval and the DLP check still apply: no path here skips them."""
+    from connectors.email.base import Member
+    from domain.send_dlp import check_payload
+    from services.approvals import approval_status
+    from services.sync import BATCH_SIZE, CONTACT_COLUMN, audience_definition, gate
+    from services.vault_reader import read_contacts
+
+    cipher = protector_from(keyring).cipher
+    engine = _engine(endpoint)
+    day = datetime.now(UTC).date()
+    pushed = 0
+    with warehouse.connect() as conn:
+        members_total = _members(conn)
+        audiences = _audiences(conn)
+        started = perf_counter()
+        for audience in audiences:
+            if not approval_status(conn, audience, "*", Path(manifest)).may_send:
+                continue
+            definition = audience_definition(conn, audience)
+            members = [
+                p
+                for (p,) in conn.execute(
+                    "select person_token from marts.audience_membership where audience = %s"
+                    " order by person_token",
+                    (audience,),
+                )
+            ]
+            decisions = gate(conn, members, definition.purpose, day)
+            allowed = [p for p in members if decisions[p].allowed]
+            columns = [CONTACT_COLUMN, *definition.personalization_fields]
+            contacts = read_contacts(
+                conn, cipher, allowed, columns, definition.purpose, f"re-push {audience}"
+            )
+            conn.commit()
+            batch: list[Member] = []
+            run = uuid.uuid4().hex[:12]
+            for person in allowed:
+                contact = contacts.get(person, {})
+                if not contact.get(CONTACT_COLUMN):
+                    continue
+                fields = {f: contact.get(f) for f in definition.personalization_fields}
+                if check_payload(
+                    contact[CONTACT_COLUMN], fields, definition.personalization_fields
+                ):
+                    continue  # the send-time DLP check refuses it, as in the sync
+                batch.append(Member(person, contact[CONTACT_COLUMN], fields))
+                if len(batch) >= BATCH_SIZE:
+                    engine.upsert(audience, batch, idempotency_key=f"repush-{run}-{pushed}")
+                    pushed += len(batch)
+                    batch = []
+            if batch:
+                engine.upsert(audience, batch, idempotency_key=f"repush-{run}-{pushed}")
+                pushed += len(batch)
+        seconds = perf_counter() - started
+    return {"seconds": seconds, "records": members_total, "pushed": pushed}
+
+
+def read_events(warehouse, endpoint: dict, destination: str) -> StageResult:
+    """services.feedback.read_feedback from the first event (earlier reads cleared)."""
+    from services.feedback import read_feedback
+
+    engine = _engine(endpoint)
+    with warehouse.connect() as conn:
+        with conn.transaction():
+            conn.execute(
+                "delete from engagement.suppressions where destination = %s", (destination,)
+            )
+            conn.execute("delete from engagement.events where destination = %s", (destination,))
+            conn.execute("delete from engagement.cursors where destination = %s", (destination,))
+        started = perf_counter()
+        result = read_feedback(conn, engine, destination)
+        seconds = perf_counter() - started
+    return {"seconds": seconds, "records": result.read, "new": result.new}
+
+
+def copy_events(warehouse) -> StageResult:
+    """Limit for readback: COPY (binary) of the same event rows into an empty table."""
+    with warehouse.connect() as conn:
+        conn.execute("drop table if exists public.bench_events")
+        conn.execute("create table public.bench_events (like engagement.events)")
+        fd, path = tempfile.mkstemp(prefix="bench-events-")
+        try:
+            out_query = "copy engagement.events to stdout (format binary)"
+            with os.fdopen(fd, "wb") as sink, conn.cursor() as cur, cur.copy(out_query) as copy:
+                for block in copy:
+                    sink.write(block)
+            rows = conn.execute("select count(*) from engagement.events").fetchone()[0]
+            conn.commit()
+            started = perf_counter()
+            in_query = "copy public.bench_events from stdin (format binary)"
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                open(path, "rb") as dump,
+                cur.copy(in_query) as copy,
+            ):
+                while block := dump.read(1 << 20):
+                    copy.write(block)
+            seconds = perf_counter() - started
+        finally:
+            os.unlink(path)
+        conn.execute("drop table public.bench_events")
+        conn.commit()
+    return {"seconds": seconds, "records": rows}

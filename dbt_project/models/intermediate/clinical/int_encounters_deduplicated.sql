@@ -1,0 +1,109 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['source_system', 'encounter_key'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        indexes=[{'columns': ['subject_token']}],
+    )
+}}
+{#-
+    Encounters (visits) from FHIR and HL7 ADT, newest version of each source record (FHIR
+    resource id; an HL7 visit without an id stands alone), keyed by source record.
+
+    Incremental: encounters are append-heavy, so a run reads only landing rows loaded since
+    the newest loaded_at already here, minus the look-back (incremental_since), and replaces
+    those records (delete+insert on source_system + encounter_key). Landing replaces a record
+    in place when a newer version arrives and stamps loaded_at again, so updates are seen too.
+
+    Kept at subject level on purpose: identity resolution may re-link subjects on any run, so
+    person_token is attached when read, never frozen into an incremental
+    table (int_encounters attaches it). Every status is kept (a record can turn into
+    entered-in-error); counts_as_visit says whether it was a visit.
+-#}
+with
+
+fhir_encounters as (
+    select * from {{ ref('stg_fhir__encounters') }}
+    where {{ incremental_since('loaded_at') }}
+),
+
+hl7_encounters as (
+    select * from {{ ref('stg_hl7__encounters') }}
+    where {{ incremental_since('loaded_at') }}
+),
+
+unioned as (
+    select
+        source_system,
+        landing_row_id,
+        loaded_at,
+        record_updated_at,
+        subject_token,
+        encounter_token,
+        status,
+        class_code,
+        type_code,
+        type_system,
+        started_at,
+        ended_at
+    from fhir_encounters
+
+    union all
+
+    select
+        source_system,
+        landing_row_id,
+        loaded_at,
+        record_updated_at,
+        subject_token,
+        encounter_token,
+        status,
+        class_code,
+        type_code,
+        type_system,
+        started_at,
+        ended_at
+    from hl7_encounters
+),
+
+keyed as (
+    select
+        *,
+        coalesce(encounter_token, 'row:' || landing_row_id::text) as encounter_key
+    from unioned
+),
+
+latest_versions as (
+    select
+        *,
+        row_number() over (
+            partition by source_system, encounter_key
+            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
+        ) as version_rank
+    from keyed
+),
+
+final as (
+    select
+        source_system::text as source_system,
+        encounter_key::text as encounter_key,
+        subject_token::text as subject_token,
+        encounter_token::text as encounter_token,
+        status::text as status,
+        class_code::text as class_code,
+        type_code::text as type_code,
+        type_system::text as type_system,
+        coalesce(started_at, record_updated_at)::timestamptz as started_at,
+        ended_at::timestamptz as ended_at,
+        {{ to_utc_date('coalesce(started_at, record_updated_at)') }} as started_on,
+        (
+            coalesce(status, '') not in ('planned', 'cancelled', 'entered-in-error')
+        )::boolean as counts_as_visit,
+        record_updated_at::timestamptz as record_updated_at,
+        loaded_at::timestamptz as loaded_at
+    from latest_versions
+    where version_rank = 1
+)
+
+select * from final

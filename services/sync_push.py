@@ -1,0 +1,246 @@
+"""Pushing a sync's batches: ledger first, then the engine, then the acknowledgement.
+
+Each batch's ledger rows (with its idempotency key) commit before the engine is called, and
+the engine's per-row answers are written back - ledger status and error code, sync_state,
+recipient domains - in one transaction. Up to `concurrency` batches are in flight when the
+engine can be shared between threads; the database work stays on the caller's thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from connectors.email.base import EmailEngine, Member, MemberResult
+from connectors.email.errors import EngineError
+
+if TYPE_CHECKING:
+    from services.sync import AudienceDefinition, SyncResult
+
+
+@dataclass
+class _Batch:
+    operation: str
+    batch_key: str
+    people: list[str]
+    hashes: dict[str, str]
+    domains: dict[str, str]
+    prints: dict[str, tuple[str, str, date]] = field(default_factory=dict)
+    future: Future | None = None
+    results: list[MemberResult] | None = None
+
+
+class BatchPusher:
+    """Ledger, push, acknowledge; up to `concurrency` batches in flight.
+
+    Database work stays on the caller's thread (one connection); only the engine calls run
+    in the pool, and only when the engine says it is safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        engine: EmailEngine,
+        run_id: str,
+        definition: AudienceDefinition,
+        destination: str,
+        result: SyncResult,
+        concurrency: int,
+    ) -> None:
+        self.conn, self.engine, self.run_id = conn, engine, run_id
+        self.definition, self.destination, self.result = definition, destination, result
+        shareable = bool(getattr(engine, "thread_safe", False))
+        self.concurrency = max(1, concurrency) if shareable else 1
+        self.pool = ThreadPoolExecutor(self.concurrency) if self.concurrency > 1 else None
+        self.inflight: deque[_Batch] = deque()
+
+    def push_upserts(
+        self,
+        operation: str,
+        people: list[str],
+        payloads: dict[str, dict[str, object]],
+        hashes: dict[str, str],
+        refs: dict[str, str | None],
+        prints: dict[str, tuple[str, str, date]],
+    ) -> None:
+        members = [
+            Member(p, payloads[p]["email"], payloads[p]["fields"])  # type: ignore[arg-type]
+            for p in people
+        ]
+        domains = {p: recipient_domain(payloads[p]["email"]) for p in people}  # type: ignore[arg-type]
+        batch_hashes = {p: hashes[p] for p in people}
+        batch_prints = {p: prints[p] for p in people}
+        batch_refs = {p: refs[p] for p in people}
+        self.push(operation, people, batch_hashes, batch_refs, domains, members, batch_prints)
+        for person in people:  # the payloads leave memory as soon as they are on their way
+            payloads.pop(person, None)
+            hashes.pop(person, None)
+            refs.pop(person, None)
+            prints.pop(person, None)
+
+    def push(
+        self,
+        operation: str,
+        people: list[str],
+        hashes: dict[str, str],
+        refs: dict[str, str | None],
+        domains: dict[str, str],
+        members: list[Member] | None = None,
+        prints: dict[str, tuple[str, str, date]] | None = None,
+    ) -> None:
+        key = f"{self.run_id}:{operation}:{people[0]}"
+        batch = _Batch(operation, key, people, hashes, domains, prints or {})
+        self._ledger_pending(batch, refs)
+        audience = self.definition.audience
+
+        def call() -> list[MemberResult]:
+            if members is not None:
+                return self.engine.upsert(audience, members, idempotency_key=batch.batch_key)
+            return self.engine.remove(audience, people, idempotency_key=batch.batch_key)
+
+        if self.pool is None:
+            batch.results = call()
+            self._acknowledge(batch)
+            return
+        batch.future = self.pool.submit(call)
+        self.inflight.append(batch)
+        while len(self.inflight) >= self.concurrency:
+            self._settle(self.inflight.popleft())
+
+    def finish(self) -> None:
+        error: BaseException | None = None
+        while self.inflight:
+            batch = self.inflight.popleft()
+            try:
+                self._settle(batch)
+            except EngineError as exc:  # settle the rest first: their acks are real
+                error = error or exc
+        if self.pool is not None:
+            self.pool.shutdown()
+        if error is not None:
+            raise error
+
+    def abandon(self) -> None:
+        """After a failure: acknowledge what did complete, leave the rest pending."""
+        for batch in self.inflight:
+            if batch.future is not None:
+                try:
+                    batch.results = batch.future.result()
+                    self._acknowledge(batch)
+                except Exception:  # stays pending; the next run settles it
+                    continue
+        self.inflight.clear()
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _settle(self, batch: _Batch) -> None:
+        assert batch.future is not None
+        batch.results = batch.future.result()
+        self._acknowledge(batch)
+
+    def _ledger_pending(self, batch: _Batch, refs: dict[str, str | None]) -> None:
+        d = self.definition
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(
+                "copy activation.ledger (run_id, destination, audience, batch_key, operation,"
+                " person_token, purpose, consent_ref, payload_hash) from stdin"
+            ) as copy,
+        ):
+            for person in batch.people:
+                copy.write_row(
+                    (
+                        self.run_id,
+                        self.destination,
+                        d.audience,
+                        batch.batch_key,
+                        batch.operation,
+                        person,
+                        d.purpose,
+                        refs.get(person),
+                        batch.hashes.get(person),
+                    )
+                )
+        self.conn.commit()  # the intent is durable before anything leaves the building
+
+    def _acknowledge(self, batch: _Batch) -> None:
+        results = batch.results or []
+        if len(results) != len(batch.people):
+            raise EngineError(f"{batch.operation}: the engine answered for a different batch")
+        ok: list[str] = []
+        statuses: list[str] = []
+        codes: list[str | None] = []
+        for person, member in zip(batch.people, results, strict=True):
+            if member.status == "ok":
+                ok.append(person)
+                statuses.append("acked")
+                codes.append(None)
+            else:
+                code = member.error_code or "ENGINE_REJECTED"
+                statuses.append("rejected")
+                codes.append(code)
+                self.result.rejected += 1
+                self.result.rejected_by_code[code] += 1
+        conn, d = self.conn, self.definition
+        with conn.transaction():
+            conn.execute(
+                "update activation.ledger l set status = v.status, error_code = v.code,"
+                " acked_at = now() from unnest(%s::text[], %s::text[], %s::text[])"
+                "  as v(person_token, status, code)"
+                " where l.batch_key = %s and l.person_token = v.person_token"
+                "  and l.status = 'pending'",
+                (batch.people, statuses, codes, batch.batch_key),
+            )
+            if batch.operation == "remove":
+                conn.execute(
+                    "delete from activation.sync_state where destination = %s"
+                    " and audience = %s and person_token = any(%s)",
+                    (self.destination, d.audience, ok),
+                )
+            elif ok:
+                # The inputs the payload came from, so an unchanged member can be skipped
+                # next time without decrypting or re-gating it (services/sync.py).
+                prints = [batch.prints.get(p) for p in ok]
+                conn.execute(
+                    "insert into activation.sync_state (destination, audience, person_token,"
+                    " payload_hash, source_fingerprint, consent_fingerprint,"
+                    " consent_valid_until) select %s, %s, p, h, sf, cf, vu from"
+                    " unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[])"
+                    "  as t(p, h, sf, cf, vu)"
+                    " on conflict (destination, audience, person_token) do update"
+                    " set payload_hash = excluded.payload_hash,"
+                    "  source_fingerprint = excluded.source_fingerprint,"
+                    "  consent_fingerprint = excluded.consent_fingerprint,"
+                    "  consent_valid_until = excluded.consent_valid_until, synced_at = now()",
+                    (
+                        self.destination,
+                        d.audience,
+                        ok,
+                        [batch.hashes[p] for p in ok],
+                        [f[0] if f else None for f in prints],
+                        [f[1] if f else None for f in prints],
+                        [f[2] if f else None for f in prints],
+                    ),
+                )
+                known = [p for p in ok if batch.domains.get(p)]
+                conn.execute(
+                    "insert into activation.recipient_domains (person_token, domain)"
+                    " select p, dm from unnest(%s::text[], %s::text[]) as t(p, dm)"
+                    " on conflict (person_token) do update set domain = excluded.domain,"
+                    "  updated_at = now()"
+                    " where activation.recipient_domains.domain <> excluded.domain",
+                    (known, [batch.domains[p] for p in known]),
+                )
+        counted = {"add": "added", "update": "updated", "remove": "removed"}[batch.operation]
+        setattr(self.result, counted, getattr(self.result, counted) + len(ok))
+        self.result.batches += 1
+
+
+def recipient_domain(email: str) -> str:
+    """The lower-cased domain of an address: the only part of it kept outside the vault."""
+    return email.rpartition("@")[2].strip().lower()

@@ -1,0 +1,88 @@
+"""The benchmark harness runs end to end at a tiny size and produces a figure for every
+stage, baseline and limit (never a time threshold: figures are not asserted)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report, run
+from bench.catalogue import SECTIONS, SPECS
+from bench.results import Results
+
+pytestmark = pytest.mark.slow
+
+# Figures that may legitimately be absent: an optional library that is not installed.
+OPTIONAL = {"baseline.python_hl7"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Results]:
+    """`python -m bench.run --smoke` in its own process (it forks a child per measurement
+    and sets its own environment, neither of which belongs in the test process)."""
+    out = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+    command = [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)]
+    command += ["--chart", str(out.with_suffix(".png"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "HUB_STATE_DIR")}
+    completed = subprocess.run(
+        command, cwd=run.REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return out, Results.load(out.with_suffix(".json"))
+
+
+def test_smoke_run_measures_every_stage_baseline_and_limit(smoke):
+    _, results = smoke
+    size = results.sizes()[0]
+    missing = [key for key in SPECS if key not in OPTIONAL and results.summary(key, size) is None]
+    errors = {k: v for k, v in results.data["errors"].items() if k not in OPTIONAL}
+    assert not errors, errors
+    assert not missing, f"no figure for {missing}"
+
+
+def test_every_figure_has_records_time_and_memory(smoke):
+    _, results = smoke
+    size = results.sizes()[0]
+    for key in SPECS:
+        summary = results.summary(key, size)
+        if summary is None:
+            continue
+        assert summary.records > 0, key
+        assert summary.seconds >= 0 and summary.runs >= 1, key
+        assert not math.isnan(summary.peak_rss_mb) and summary.peak_rss_mb > 0, key
+
+
+def test_smoke_report_has_a_table_per_stage_and_a_chart(smoke):
+    written, results = smoke
+    text = written.read_text()
+    assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
+    for section in SECTIONS:
+        assert f"### {section.title}" in text, section.title
+    assert "| vs baseline | % of limit |" in text
+    assert written.with_suffix(".png").stat().st_size > 0
+    assert results.data["profiles"], "the profile code path ran"
+
+
+def test_smoke_run_leaves_the_committed_report_alone(smoke):
+    written, _ = smoke
+    assert written.resolve() != (run.REPO / "BENCHMARKS.md").resolve()
+
+
+def test_regenerating_keeps_sections_other_engineers_wrote(smoke, tmp_path):
+    _, results = smoke
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text(
+        "# Benchmarks\n\n## dbt build (notes)\nkept as written\n\n"
+        f"{report.BEGIN}\nold figures\n{report.END}\n\n## Sync notes\nalso kept\n"
+    )
+    report.write(results, target, None, run.REPO)
+    text = target.read_text()
+    assert "kept as written" in text and "also kept" in text
+    assert "old figures" not in text
+    assert text.index("## dbt build (notes)") < text.index(report.BEGIN)
+    assert text.index(report.END) < text.index("## Sync notes")

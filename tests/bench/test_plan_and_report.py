@@ -1,0 +1,94 @@
+"""The harness's bookkeeping without measuring anything: the time-budget planner, the
+report block that leaves other sections alone, and supplementing one run with another."""
+
+from __future__ import annotations
+
+from bench import report
+from bench.plan import Estimator, plan_size
+from bench.results import Results
+from bench.steps import STEPS, Step
+
+
+def _noop(ctx, r, profile) -> bool:
+    return True
+
+
+CHAIN = [
+    Step("generate", _noop, (), 0),
+    Step("ingest", _noop, ("generate",), 1),
+    Step("dbt", _noop, ("ingest",), 2),
+    Step("parse", _noop, ("generate",), 3),
+]
+
+
+def _estimator(seconds_at_10k: dict[str, float]) -> Estimator:
+    estimator = Estimator()
+    for name, seconds in seconds_at_10k.items():
+        estimator.record(name, 10_000, seconds)
+    return estimator
+
+
+def test_cost_is_projected_linearly_from_one_size_and_fitted_from_two():
+    step = CHAIN[1]
+    estimator = _estimator({"ingest": 10.0})
+    assert 100 < estimator.per_run(step, 100_000) < 130  # 10x the size, plus a safety margin
+    estimator.record("ingest", 100_000, 55.0)  # 5 s fixed + 0.5 ms per patient
+    assert 500 < estimator.per_run(step, 1_000_000) < 600
+
+
+def test_a_short_budget_keeps_the_chain_by_priority_and_reports_what_it_left_out():
+    estimator = _estimator({"generate": 1, "ingest": 10, "dbt": 10, "parse": 5})
+    # Projected one run each (x1.15 margin): generate 11.5 s, ingest 115 s, dbt 115 s, parse 57.5 s
+    runs, reasons = plan_size(CHAIN, 100_000, 3, 200, estimator)
+    assert runs["generate"] >= 1 and runs["ingest"] == 1
+    assert runs["dbt"] == 0 and "left out" in reasons["dbt"]
+    assert runs["parse"] == 1  # lower priority, but it still fits beside the chain
+
+
+def test_steps_that_need_a_left_out_step_are_left_out_too():
+    estimator = _estimator({"generate": 1, "ingest": 1000, "dbt": 1, "parse": 1})
+    runs, reasons = plan_size(CHAIN, 100_000, 3, 500, estimator)
+    assert runs["ingest"] == 0
+    assert runs["dbt"] == 0 and "needs ingest" in reasons["dbt"]
+    assert runs["parse"] == 3  # cheap and independent: it gets every repeat
+
+
+def test_without_a_budget_every_step_gets_every_repeat():
+    runs, reasons = plan_size(STEPS, 1_000_000, 3, None, Estimator())
+    assert set(runs.values()) == {3} and not reasons
+
+
+def test_the_generated_block_replaces_only_itself():
+    existing = (
+        "# Benchmarks\n\nintro by hand\n\n"
+        f"{report.BEGIN}\nold\n{report.END}\n\n## dbt build (by the dbt owner)\nkept\n"
+    )
+    merged = report.merge(existing, f"{report.BEGIN}\nnew\n{report.END}\n")
+    assert "intro by hand" in merged and "## dbt build (by the dbt owner)\nkept" in merged
+    assert "new" in merged and "old" not in merged
+
+
+def test_a_report_without_markers_gets_the_block_appended():
+    merged = report.merge("# Benchmarks\n\n## Sync (hand-written)\n", "BLOCK\n")
+    assert merged.startswith("# Benchmarks\n\n## Sync (hand-written)") and "BLOCK" in merged
+
+
+def _results(key: str, size: int, seconds: float, command: str) -> Results:
+    results = Results()
+    results.meta.update({"command": command, "started": "t", "steps": ["parse"], "sizes": [size]})
+    results.add_run(key, size, {"seconds": seconds, "records": 100})
+    return results
+
+
+def test_a_supplementary_run_fills_gaps_but_never_replaces_a_figure():
+    main = _results("parse.crm", 10_000, 1.0, "main")
+    main.add_skip("parse", 100_000, "left out: time budget")
+    extra = _results("parse.crm", 10_000, 9.0, "extra")
+    extra.meta["sizes"] = [10_000, 100_000]
+    extra.add_run("parse.crm", 100_000, {"seconds": 2.0, "records": 1000})
+    main.supplement(extra)
+    assert main.summary("parse.crm", 10_000).seconds == 1.0
+    assert main.summary("parse.crm", 100_000).seconds == 2.0
+    assert "supplementary run" in main.skipped("parse", 100_000)
+    assert main.meta["supplements"][0]["figures"] == 1
+    assert main.meta["supplements"][0]["command"] == "extra"

@@ -1,0 +1,109 @@
+"""Fixtures for the send and feedback services: an isolated database per module, seeded
+with a small population (vault-encrypted contacts, consent events, an audience), and the
+SANDBOX engine over HTTPS on loopback.
+
+The dbt-built relations the sync reads (marts.segment_catalog, marts.audience_membership,
+intermediate.int_consent_events) are created here as plain tables with the contracted
+columns, so these tests control exactly who is in an audience and who consented.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from connectors.email.http_api import HttpEngine
+from connectors.warehouse.database import Warehouse
+from domain.keys import KeyringFileProvider
+from domain.vault_cipher import VaultCipher
+from sandbox import SandboxEngine
+
+TOKEN = "sync-test-token"
+SECRET = "sync-test-secret"
+
+DBT_STAND_INS = """
+create schema if not exists marts;
+create schema if not exists intermediate;
+create table if not exists marts.segment_catalog (
+    audience text primary key, segment_model text, purpose text not null, description text,
+    owner text, personalization_fields text[] not null default '{}'
+);
+create table if not exists marts.audience_membership (
+    audience text not null, person_token text not null, purpose text, consent_ref text,
+    evaluated_on date, primary key (audience, person_token)
+);
+create table if not exists intermediate.int_consent_events (
+    person_token text not null, purpose text, event_type text not null,
+    effective_on date not null, expires_on date, source_ref text
+);
+create index if not exists int_consent_events_person
+    on intermediate.int_consent_events (person_token);
+"""
+
+
+def isolated_database(warehouse: Warehouse, label: str) -> Warehouse:
+    """A fresh database on the session's PostgreSQL server, with the hub schema."""
+    name = f"{label}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(warehouse.url(), autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    base = warehouse.url()
+    path_start = base.index("/", base.index("//") + 2)
+    query = base.find("?", path_start)
+    url = base[:path_start] + "/" + name + (base[query:] if query >= 0 else "")
+    isolated = Warehouse(database_url=url)
+    isolated.ensure_schema()
+    with isolated.connect() as conn:
+        conn.execute(DBT_STAND_INS)
+    return isolated
+
+
+@pytest.fixture(scope="module")
+def sync_db(warehouse: Warehouse) -> Warehouse:
+    return isolated_database(warehouse, "sync_test")
+
+
+@pytest.fixture(scope="module")
+def keyring(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state folder holding the keyring the seeded vault is encrypted under."""
+    state = tmp_path_factory.mktemp("sync-state")
+    KeyringFileProvider(state / "keyring.json").vault_cipher()  # creates the file
+    return state
+
+
+@pytest.fixture(scope="module")
+def cipher(keyring: Path) -> VaultCipher:
+    return KeyringFileProvider(keyring / "keyring.json").vault_cipher()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxEngine]]:
+    engines: list[SandboxEngine] = []
+
+    def start(**kwargs: Any) -> SandboxEngine:
+        engine = SandboxEngine(
+            tmp_path / f"engine{len(engines)}", token=TOKEN, signing_secret=SECRET, **kwargs
+        )
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop()
+
+
+def client(engine: SandboxEngine, **kwargs: Any) -> HttpEngine:
+    assert engine.base_url is not None
+    options: dict[str, Any] = {
+        "ca_file": str(engine.ca_cert_path),
+        "backoff_base": 0.001,
+        "backoff_max": 0.01,
+        "sleep": lambda _: None,
+        **kwargs,
+    }
+    return HttpEngine(engine.base_url, TOKEN, SECRET, **options)

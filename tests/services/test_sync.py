@@ -1,0 +1,325 @@
+"""The diff sync against the real SANDBOX engine over HTTPS: exactly once, consent at push
+time, retries of rejected rows, review before first send, minimum necessary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from domain.sync_diff import SYNC_MODES, diff_membership
+from services.approvals import approve
+from services.sync import diff_in_sql, sync_audience
+from tests.services.conftest import client
+from tests.services.population import (
+    add_people,
+    define_audience,
+    email_of,
+    person,
+    revoke,
+    set_contact,
+    unsubscribe,
+)
+
+TODAY = dt.date(2026, 3, 2)
+
+
+@pytest.fixture
+def conn(sync_db) -> Iterator[psycopg.Connection]:
+    with sync_db.connect() as conn:
+        conn.execute(
+            "truncate activation.ledger, activation.sync_runs, activation.sync_state,"
+            " activation.approvals, activation.recipient_domains, engagement.suppressions,"
+            " engagement.events, marts.segment_catalog, marts.audience_membership,"
+            " intermediate.int_consent_events, vault.contact_fields, landing.person_xref"
+        )
+        conn.commit()
+        yield conn
+
+
+def sent_counts(engine) -> Counter:
+    api = client(engine)
+    counts: Counter = Counter()
+    cursor = None
+    while True:
+        page = api.events(cursor, 1000)
+        if not page.events:
+            return counts
+        counts.update(e.external_id for e in page.events if e.type == "sent")
+        cursor = page.next_cursor
+
+
+def run(conn, engine, cipher, audience="flu", **kwargs):
+    options = {"destination": "sandbox", "audience": audience, "day": TODAY, **kwargs}
+    return sync_audience(conn, client(engine), cipher, **options)
+
+
+def ledger(conn, *where: str) -> list[tuple]:
+    sql = "select person_token, operation, status, error_code from activation.ledger"
+    if where:
+        sql += " where " + " and ".join(where)
+    return conn.execute(sql + " order by ledger_id").fetchall()
+
+
+def test_second_sync_with_no_changes_pushes_nothing(conn, cipher, sandbox):
+    add_people(conn, cipher, range(120))
+    define_audience(conn, "flu", "treatment", range(120))
+    engine = sandbox()
+
+    first = run(conn, engine, cipher, batch_size=50, concurrency=2)
+    assert (first.added, first.updated, first.removed, first.status) == (120, 0, 0, "succeeded")
+    assert first.batches == 3
+    rows_after_first = len(ledger(conn))
+
+    second = run(conn, engine, cipher, batch_size=50)
+    assert (second.added, second.updated, second.removed) == (0, 0, 0)
+    assert len(ledger(conn)) == rows_after_first  # nothing even written to the ledger
+    assert sorted(client(engine).list_member_ids("flu")) == [person(i) for i in range(120)]
+    assert set(sent_counts(engine).values()) == {1}
+
+
+def test_changed_field_is_an_update_and_the_engine_gets_it_once(conn, cipher, sandbox):
+    add_people(conn, cipher, range(10))
+    define_audience(conn, "flu", "treatment", range(10))
+    engine = sandbox()
+    run(conn, engine, cipher)
+    set_contact(conn, cipher, 3, "given_name", "Renamed")
+    conn.commit()
+    result = run(conn, engine, cipher)
+    assert (result.added, result.updated, result.removed) == (0, 1, 0)
+    assert ledger(conn, "operation = 'update'") == [(person(3), "update", "acked", None)]
+
+
+def test_revoked_consent_removes_exactly_that_person(conn, cipher, sandbox):
+    add_people(conn, cipher, range(30))
+    define_audience(conn, "reengage", "marketing", range(30))
+    approve(conn, "reengage", "reviewer", "win-back copy checked", destination="sandbox")
+    engine = sandbox()
+    assert run(conn, engine, cipher, audience="reengage").added == 30
+
+    revoke(conn, 7, "marketing", TODAY)  # FHIR Consent / CRM deny, as dbt models it
+    unsubscribe(conn, 11, dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC))  # engine feedback, live
+    result = run(conn, engine, cipher, audience="reengage")
+
+    assert (result.added, result.updated, result.removed) == (0, 0, 2)
+    assert result.excluded_by_reason == {"revoked": 1, "unsubscribed": 1}
+    remaining = set(client(engine).list_member_ids("reengage"))
+    assert remaining == {person(i) for i in range(30)} - {person(7), person(11)}
+    removed = ledger(conn, "operation = 'remove'")
+    assert sorted(removed) == [
+        (person(7), "remove", "acked", None),
+        (person(11), "remove", "acked", None),
+    ]
+
+
+def test_upsert_mode_keeps_leavers_but_removes_whoever_lost_consent(conn, cipher, sandbox):
+    add_people(conn, cipher, range(10))
+    define_audience(conn, "flu", "treatment", range(10))
+    engine = sandbox()
+    run(conn, engine, cipher, mode="upsert")
+    define_audience(conn, "flu", "treatment", range(2, 10))  # 0 and 1 leave the segment
+    revoke(conn, 1, "treatment", TODAY)  # and 1 also denies treatment messages
+    result = run(conn, engine, cipher, mode="upsert")
+    assert result.removed == 1
+    assert set(client(engine).list_member_ids("flu")) == {person(i) for i in range(10)} - {
+        person(1)
+    }
+
+
+def test_engine_failing_five_percent_still_delivers_every_member_once(conn, cipher, sandbox):
+    add_people(conn, cipher, range(400))
+    define_audience(conn, "flu", "treatment", range(400))
+    engine = sandbox(fail_rate=0.05, seed=3)
+    result = run(conn, engine, cipher, batch_size=20, concurrency=2)
+    assert result.added == 400 and result.rejected == 0
+    assert sorted(client(engine).list_member_ids("flu")) == [person(i) for i in range(400)]
+    sends = sent_counts(engine)
+    assert len(sends) == 400 and set(sends.values()) == {1}
+    assert not ledger(conn, "status = 'pending'")
+
+
+def test_rejected_rows_are_retried_next_run_and_a_high_share_alerts(conn, cipher, sandbox):
+    add_people(conn, cipher, range(10))
+    # Passes the hub's address check but not the engine's (consecutive dots).
+    set_contact(conn, cipher, 4, "email", "bad..dots@example.org")
+    conn.commit()
+    define_audience(conn, "flu", "treatment", range(10))
+    engine = sandbox()
+
+    first = run(conn, engine, cipher, max_reject_share=0.05)
+    assert (first.added, first.rejected, first.status) == (9, 1, "alert")
+    assert first.rejected_by_code == {"ENGINE_REJECTED": 1}
+    status, share = conn.execute(
+        "select status, reject_share from activation.sync_runs where run_id = %s",
+        (first.run_id,),
+    ).fetchone()
+    assert status == "alert" and share == pytest.approx(0.1)
+
+    second = run(conn, engine, cipher, max_reject_share=1.0)  # retried by itself
+    assert (second.added, second.rejected, second.status) == (0, 1, "succeeded")
+    set_contact(conn, cipher, 4, "email", email_of(4))
+    conn.commit()
+    third = run(conn, engine, cipher)
+    assert (third.added, third.rejected) == (1, 0)
+    assert [row[2:] for row in ledger(conn, f"person_token = '{person(4)}'")] == [
+        ("rejected", "ENGINE_REJECTED"),
+        ("rejected", "ENGINE_REJECTED"),
+        ("acked", None),
+    ]
+
+
+def test_marketing_audience_needs_approval_and_a_definition_change_voids_it(conn, cipher, sandbox):
+    add_people(conn, cipher, range(12))
+    define_audience(conn, "reengage", "marketing", range(12))
+    engine = sandbox()
+
+    blocked = run(conn, engine, cipher, audience="reengage")
+    assert (blocked.status, blocked.blocked_reason) == ("blocked", "SYNC_APPROVAL_REQUIRED")
+    assert blocked.added == 0 and blocked.held_back == 12
+    assert client(engine).list_member_ids("reengage") == []
+
+    approve(conn, "reengage", "jane.reviewer", "copy and audience reviewed")
+    assert run(conn, engine, cipher, audience="reengage").added == 12
+
+    # A new personalization field changes the definition: the approval is void, and while
+    # it is, people who leave are still removed but nobody new is added.
+    define_audience(conn, "reengage", "marketing", range(1, 14), fields=("given_name", "city"))
+    add_people(conn, cipher, range(12, 14))
+    held = run(conn, engine, cipher, audience="reengage")
+    assert (held.status, held.added, held.removed) == ("blocked", 0, 1)
+    voided = conn.execute(
+        "select void_reason from activation.approvals where voided_at is not null"
+    ).fetchall()
+    assert voided == [("definition_changed",)]
+    actions = {a for (a,) in conn.execute("select action from audit.events")}
+    assert {"approve_audience", "void_approval"} <= actions
+
+    approve(conn, "reengage", "jane.reviewer", "added the city field")
+    assert run(conn, engine, cipher, audience="reengage").added == 2
+
+
+def test_dlp_refuses_a_payload_carrying_an_undeclared_identifier(conn, cipher, sandbox):
+    add_people(conn, cipher, range(5))
+    set_contact(conn, cipher, 2, "given_name", "call me 555-123-4567")
+    conn.commit()
+    define_audience(conn, "flu", "treatment", range(5))
+    engine = sandbox()
+    result = run(conn, engine, cipher)
+    assert result.added == 4 and result.excluded_by_reason == {"dlp_refused": 1}
+    assert person(2) not in client(engine).list_member_ids("flu")
+    assert not ledger(conn, f"person_token = '{person(2)}'")
+
+
+def test_dry_run_is_kept_with_exclusions_by_reason_and_pushes_nothing(conn, cipher, sandbox):
+    add_people(conn, cipher, range(8))
+    add_people(conn, cipher, range(8, 10), purposes=())  # no authorization at all
+    define_audience(conn, "reengage", "marketing", range(10))
+    engine = sandbox()
+    preview = run(conn, engine, cipher, audience="reengage", dry_run=True)
+    assert (preview.added, preview.excluded) == (8, 2)
+    stored = conn.execute(
+        "select dry_run, added, excluded_by_reason from activation.sync_runs where run_id = %s",
+        (preview.run_id,),
+    ).fetchone()
+    assert stored == (True, 8, {"no_authorization": 2})
+    assert not ledger(conn)
+    assert "@" not in json.dumps(preview.as_dict())
+
+
+def test_recipient_domains_keep_the_domain_only(conn, cipher, sandbox):
+    add_people(conn, cipher, range(3))
+    set_contact(conn, cipher, 1, "email", "Someone@Clinic-Mail.EXAMPLE")
+    conn.commit()
+    define_audience(conn, "flu", "treatment", range(3))
+    run(conn, sandbox(), cipher)
+    domains = dict(conn.execute("select person_token, domain from activation.recipient_domains"))
+    assert domains == {
+        person(0): "example.org",
+        person(1): "clinic-mail.example",
+        person(2): "example.org",
+    }
+
+
+def test_a_second_sync_of_the_same_audience_waits_its_turn(conn, sync_db, cipher, sandbox):
+    add_people(conn, cipher, range(3))
+    define_audience(conn, "flu", "treatment", range(3))
+    engine = sandbox()
+    with sync_db.connect() as other:
+        other.execute("select pg_advisory_lock(7262006, hashtext('sandbox/flu'))")
+        with pytest.raises(RuntimeError, match="another sync"):
+            run(conn, engine, cipher)
+        other.execute("select pg_advisory_unlock(7262006, hashtext('sandbox/flu'))")
+    assert run(conn, engine, cipher).added == 3
+
+
+def test_a_plaintext_engine_url_is_refused():
+    from connectors.email.http_api import HttpEngine
+
+    with pytest.raises(ValueError, match="plaintext"):
+        HttpEngine("http://127.0.0.1:8443", "t", "s")
+
+
+# --- the SQL diff keeps domain/sync_diff.py's semantics --------------------------------------
+
+hashes = st.sampled_from(["h1", "h2", "h3"])
+people = st.dictionaries(st.sampled_from([f"p{i}" for i in range(12)]), hashes, max_size=12)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(wanted=people, synced=people, mode=st.sampled_from(SYNC_MODES))
+def test_sql_diff_matches_the_domain_diff(conn, wanted, synced, mode):
+    conn.execute("delete from activation.sync_state where audience = 'prop'")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into activation.sync_state (destination, audience, person_token,"
+            " payload_hash) values ('d', 'prop', %s, %s)",
+            list(synced.items()),
+        )
+    conn.commit()
+    expected = diff_membership(wanted, synced, mode)
+    got = diff_in_sql(conn, "d", "prop", wanted, mode, chunk_size=5)
+    assert (got.adds, got.updates, got.removes, got.unchanged) == (
+        expected.adds,
+        expected.updates,
+        expected.removes,
+        expected.unchanged,
+    )
+
+
+def test_an_unchanged_member_is_skipped_but_never_past_an_authorization_expiry(
+    conn, cipher, sandbox
+):
+    add_people(conn, cipher, range(6), purposes=())
+    for i in range(6):  # marketing permits; person 2's expires on March 5
+        expires = dt.date(2026, 3, 5) if i == 2 else None
+        conn.execute(
+            "insert into intermediate.int_consent_events (person_token, purpose, event_type,"
+            " effective_on, expires_on, source_ref) values (%s, 'marketing', 'permit',"
+            " '2025-01-01', %s, %s)",
+            (person(i), expires, f"auth-{i}"),
+        )
+    conn.commit()
+    define_audience(conn, "reengage", "marketing", range(6))
+    approve(conn, "reengage", "reviewer", "ok")
+    engine = sandbox()
+    first = run(conn, engine, cipher, audience="reengage", day=dt.date(2026, 3, 1))
+    assert first.added == 6
+    audits = conn.execute("select count(*) from audit.events").fetchone()[0]
+    same = run(conn, engine, cipher, audience="reengage", day=dt.date(2026, 3, 5))
+    assert (same.unchanged, same.removed) == (6, 0)
+    decrypts = conn.execute(
+        "select count(*) from audit.events where action = 'vault_decrypt' and audit_id > %s",
+        (audits,),
+    ).fetchone()[0]
+    assert decrypts == 0  # nothing changed: nothing decrypted
+    later = run(conn, engine, cipher, audience="reengage", day=dt.date(2026, 3, 6))
+    assert (later.unchanged, later.removed, later.excluded_by_reason) == (5, 1, {"expired": 1})
+    assert person(2) not in client(engine).list_member_ids("reengage")
