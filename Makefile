@@ -7,10 +7,12 @@ export DO_NOT_TRACK := 1
 
 .PHONY: install system-deps demo test soak lint format bench bench-smoke dev clean
 
-$(STAMP): pyproject.toml
+# requirements.lock pins the resolved versions (tools/dep_audit.py writes it and audits it), so
+# every machine and CI install exactly what was audited.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools  # the venv's bundled setuptools has a known CVE
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c requirements.lock
 	touch $(STAMP)
 
 install: $(STAMP) system-deps
