@@ -16,6 +16,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 def fold_accents(text: str) -> str:
     """'Núñez' -> 'Nunez': decompose and drop combining marks."""
+    if text.isascii():  # ASCII has no decompositions nor combining marks: a no-op, fast
+        return text
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 

@@ -6,6 +6,7 @@ derived from it, so a field can only reach landing if the policy says so.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -24,10 +25,27 @@ GENERALIZE_RULES = {
 }
 SIMPLE_ACTIONS = {"subject", "tokenize", "tokenize_subject", "vault", "drop"}
 IDENTITY_KEY_TYPES = {"mrn", "email", "name_dob"}
+# Entity, field and landing column names are formatted into DDL and COPY statements
+# (connectors/warehouse), so they must be plain lower-case SQL identifiers: no quoting, no
+# reserved characters, and at most 63 bytes, PostgreSQL's limit (longer ones are truncated
+# silently, which could merge two columns).
+SQL_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Entity names become parts of table names (landing.<entity>s, incoming_<entity> in
+# connectors/warehouse/loader.py), so they leave room for those affixes.
+ENTITY_NAME_MAX = 48
 
 
 class PolicyError(Exception):
     """The policy file is invalid; the message names the file and the key."""
+
+
+def _check_identifier(kind: str, name: object, max_length: int = 63) -> None:
+    """Refuse a name that is not a plain SQL identifier (it would be formatted into SQL)."""
+    if not isinstance(name, str) or not SQL_IDENTIFIER.fullmatch(name) or len(name) > max_length:
+        raise ValueError(
+            f"{kind} name {name!r} is not a plain SQL identifier (lower-case letters, digits"
+            f" and _, not starting with a digit, at most {max_length} characters)"
+        )
 
 
 def _check_action(action: str) -> str:
@@ -54,6 +72,8 @@ class EntityPolicy(BaseModel):
     @field_validator("fields")
     @classmethod
     def _valid_actions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name in value:
+            _check_identifier("field", name)
         for actions in value.values():
             for action in actions:
                 _check_action(action)
@@ -73,9 +93,18 @@ class FieldPolicy(BaseModel):
     mrn_authorities: dict[str, str] = {}
     entities: dict[str, EntityPolicy]
 
+    @field_validator("entities")
+    @classmethod
+    def _valid_entity_names(cls, value: dict[str, EntityPolicy]) -> dict[str, EntityPolicy]:
+        for name in value:
+            _check_identifier("entity", name, ENTITY_NAME_MAX)
+        return value
+
     @model_validator(mode="after")
     def _natural_keys_are_landing_columns(self) -> FieldPolicy:
         for name, entity in self.entities.items():
+            for column in landing_columns(entity):  # derived names, e.g. <field>_token
+                _check_identifier(f"entities.{name} landing column", column.name)
             columns = {c.name for c in landing_columns(entity)}
             missing = [k for k in entity.natural_key if k not in columns]
             if missing:
@@ -118,7 +147,8 @@ def load_policy(path: Path | None = None) -> FieldPolicy:
         return FieldPolicy.model_validate(yaml.safe_load(text))
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors()
         )
         raise PolicyError(f"{name}: {problems}") from None
 

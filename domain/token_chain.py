@@ -9,12 +9,18 @@ an old key can compute old tokens from guessed identifiers but not current ones.
 
 from __future__ import annotations
 
-import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from domain.tokens import TOKEN_HEX_CHARS, Tokenizer
+from domain.tokens import (
+    SEPARATOR,
+    TOKEN_BYTES,
+    TOKEN_HEX_CHARS,
+    Tokenizer,
+    hmac_digest,
+    keyed_hmac,
+)
 
 TOKEN_PATTERN = re.compile(rf"^t(\d+)_[0-9a-f]{{{TOKEN_HEX_CHARS}}}$")
 SQL_TOKEN_PATTERN = rf"^t[0-9]+_[0-9a-f]{{{TOKEN_HEX_CHARS}}}$"
@@ -32,8 +38,8 @@ def token_version(token: str) -> int | None:
 
 def rekey_step(key: bytes, version: int, previous_token: str) -> str:
     """The version `version` token derived from the version `version - 1` token."""
-    digest = hmac.digest(key, f"rekey\x1f{previous_token}".encode(), "sha256").hex()
-    return f"t{version}_{digest[:TOKEN_HEX_CHARS]}"
+    digest = hmac_digest(key, f"rekey{SEPARATOR}{previous_token}".encode())
+    return f"t{version}_{digest[:TOKEN_BYTES].hex()}"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -56,10 +62,33 @@ class ChainedTokenizer(Tokenizer):
     def token(self, kind: str, value: str) -> str:
         if not self.chain:
             return Tokenizer.token(self, kind, value)
-        digest = hmac.digest(self.chain[0], f"{kind}\x1f{value}".encode(), "sha256").hex()
-        token = f"t{self.base_version}_{digest[:TOKEN_HEX_CHARS]}"
+        digest = hmac_digest(self.chain[0], f"{kind}{SEPARATOR}{value}".encode())
+        token = f"t{self.base_version}_{digest[:TOKEN_BYTES].hex()}"
         for version, key in self._steps[1:]:
             token = rekey_step(key, version, token)
+        return token
+
+    def namespace(self, kind: str) -> Callable[[str], str]:
+        """`lambda value: self.token(kind, value)` with every keyed state precomputed."""
+        if not self.chain:
+            return Tokenizer.namespace(self, kind)
+        first = keyed_hmac(self.chain[0], f"{kind}{SEPARATOR}".encode()).copy
+        head = f"t{self.base_version}_"
+        rekeys = tuple(
+            (f"t{version}_", keyed_hmac(key, f"rekey{SEPARATOR}".encode()).copy)
+            for version, key in self._steps[1:]
+        )
+
+        def token(value: str) -> str:
+            mac = first()
+            mac.update(f"{value}".encode())
+            chained = head + mac.finalize()[:TOKEN_BYTES].hex()
+            for step_head, copy in rekeys:
+                mac = copy()
+                mac.update(chained.encode())
+                chained = step_head + mac.finalize()[:TOKEN_BYTES].hex()
+            return chained
+
         return token
 
     def rekey(self, token: str) -> str:

@@ -278,11 +278,6 @@ def test_sql_in_a_cli_audience_name_does_nothing(databases: Databases, built_tem
         assert _tables_intact(conn) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: domain/policy.py does not check entity and field names are plain SQL "
-    "identifiers, and connectors/warehouse/database.py landing_ddl formats them into DDL",
-)
 def test_a_field_policy_cannot_smuggle_sql_into_the_landing_ddl(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
