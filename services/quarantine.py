@@ -136,6 +136,7 @@ def replay(
             units=units,
             protector=protector,
             fingerprint=(len(payload), digest),
+            audit_action=None,  # audited below as a replay, with the replay mark
         )
         with conn.transaction():
             conn.execute(

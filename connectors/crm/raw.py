@@ -38,6 +38,11 @@ ROW = "__crm_row__"  # column added to every raw frame: the 1-based data row num
 BATCH_ROWS = 100_000  # rows per batch for JSONL, Parquet and the csv-module fallback
 BLOCK_BYTES = 1 << 22  # pyarrow CSV block: ~25k rows of the contacts shape per batch
 _SURROGATE = re.compile("[\udc80-\udcff]")
+# The csv module refuses a field over 128 KiB by default and cannot resynchronise after it,
+# which would quarantine the rest of the file as one record. Long free-text cells (notes) are
+# legitimate, so allow fields up to the size the other connectors accept for a whole record.
+MAX_FIELD_BYTES = 64 << 20
+csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))
 
 
 class CrmSchemaError(ValueError):

@@ -1,26 +1,56 @@
 """Load one source file into the warehouse: protected rows by COPY, in one transaction.
 
 A file is loaded whole or not at all: its manifest row, landing rows, vault rows, identity
-keys and quarantine rows commit together, so a crash leaves no half-loaded file and the
-re-run starts it again. A file already in the manifest (same source and SHA-256) is skipped.
+keys, quarantine rows and its audit record commit together, so a crash leaves no half-loaded
+(or loaded but unaudited) file and the re-run starts it again. A file already in the
+manifest (same source and SHA-256) is skipped.
+
+Parsing and protection are Python on one core; COPY and the upsert merges are PostgreSQL on
+the other. So the two overlap: the reading thread fills batches of rows and a writer thread
+stages and merges each full batch on the file's connection (inside its one transaction)
+while the next batch is being built. Merging batch by batch keeps the same outcome as one
+merge at the end: each upsert lets the newest effective time win, and on a tie the later
+batch, as the single merge's `row_id desc` did.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 import smart_open
 
+from connectors.warehouse.audit import record_audit
 from connectors.warehouse.database import landing_table
 from domain.protect import Protector
 from domain.records import Rejection, SourceRecord
 
-BATCH_ROWS = 10_000
+# Rows per staging batch: small enough that the writer thread has work while the reader
+# builds the next batch (a file of a few thousand records still overlaps), large enough that
+# the per-statement cost of COPY and merge is spread over many rows.
+BATCH_ROWS = 5_000
+# Full batches handed to the writer and not yet done before the reader waits: bounds memory
+# to a few batches whatever the file size.
+PENDING_BATCHES = 2
+MERGE_LOCK = 7262003  # advisory lock class: one loading transaction per source at a time
+VAULT_COLUMNS = ("subject_token", "column_name", "key_version", "ciphertext", "effective_at")
+IDENTITY_COLUMNS = ("subject_token", "key_type", "key_hash")
+QUARANTINE_COLUMNS = (
+    "file_id",
+    "source",
+    "position",
+    "entity",
+    "reason",
+    "message",
+    "payload_key_version",
+    "payload",
+)
+_VAULT, _IDENTITY, _QUARANTINE = "vault_incoming", "identity_incoming", "quarantine.records"
 
 # An input unit is one record as the source counts it: a FHIR resource or CRM row gives one
 # SourceRecord; an HL7 message gives several (patient, observations, ...) or one Rejection.
@@ -76,14 +106,19 @@ def file_fingerprint(uri: str) -> tuple[int, str]:
 
 
 class _Batches:
-    """Per-table row buffers flushed with COPY as they fill."""
+    """Row buffers per target; each full buffer becomes a job for the writer thread.
 
-    def __init__(self, conn: psycopg.Connection, protector: Protector) -> None:
+    Only the writer thread uses the connection between `__init__` and `finish`, so
+    statements never interleave; the reader only builds rows.
+    """
+
+    def __init__(self, conn: psycopg.Connection, protector: Protector, source: str) -> None:
         self.conn = conn
         self.protector = protector
-        self.rows: dict[str, list[tuple]] = defaultdict(list)
-        self.columns: dict[str, list[str]] = {}
-        self.entities: set[str] = set()  # entities with an incoming_<entity> staging table
+        self.source = source
+        self.rows: dict[str, list[tuple]] = {}
+        self.staged: set[str] = set()  # entities with a staging table (writer thread only)
+        self.locked = False  # holds the source's merge lock (writer thread only)
         conn.execute(
             "create temp table if not exists vault_incoming (like vault.contact_fields"
             " including defaults) on commit drop"
@@ -92,27 +127,78 @@ class _Batches:
             "create temp table if not exists identity_incoming (like vault.identity_keys)"
             " on commit drop"
         )
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader-writer")
+        self.pending: deque[Future[None]] = deque()
 
-    def add(self, table: str, columns: list[str], row: tuple) -> None:
-        self.columns[table] = columns
-        buffer = self.rows[table]
+    def add(self, target: str, row: tuple) -> None:
+        """target: an entity (landing), _VAULT, _IDENTITY or _QUARANTINE."""
+        buffer = self.rows.get(target)
+        if buffer is None:
+            buffer = self.rows[target] = []
         buffer.append(row)
         if len(buffer) >= BATCH_ROWS:
-            self.flush(table)
+            self._submit(target, self.rows.pop(target))
 
-    def flush(self, table: str | None = None) -> None:
-        for name in [table] if table else list(self.rows):
-            rows = self.rows[name]
-            if not rows:
-                continue
-            columns = ", ".join(self.columns[name])
-            with (
-                self.conn.cursor() as cur,
-                cur.copy(f"copy {name} ({columns}) from stdin") as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
-            rows.clear()
+    def _submit(self, target: str, rows: list[tuple]) -> None:
+        self.pending.append(self.writer.submit(self._write, target, rows))
+        while len(self.pending) > PENDING_BATCHES:
+            self.pending.popleft().result()  # re-raises a database error here
+
+    def finish(self) -> None:
+        """Write what is left and wait for the writer: the connection is the caller's again."""
+        for target in list(self.rows):
+            self._submit(target, self.rows.pop(target))
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        """Stop the writer (always, also after an error) before the transaction ends."""
+        self.writer.shutdown(wait=True, cancel_futures=True)
+
+    # --- writer thread ---
+
+    def _write(self, target: str, rows: list[tuple]) -> None:
+        conn = self.conn
+        if not self.locked:
+            # Batch-by-batch upserts lock keys in no global order: two loads of the same
+            # source (whose natural keys and subjects can overlap) could deadlock, so they
+            # take turns from their first write to their commit. Other sources run alongside.
+            conn.execute(
+                "select pg_advisory_xact_lock(%s::int, hashtext(%s))", (MERGE_LOCK, self.source)
+            )
+            self.locked = True
+        if target == _QUARANTINE:
+            _copy(conn, _QUARANTINE, QUARANTINE_COLUMNS, rows)
+        elif target == _VAULT:
+            _copy(conn, _VAULT, VAULT_COLUMNS, rows)
+            _merge_vault(conn)
+            conn.execute("truncate vault_incoming")
+        elif target == _IDENTITY:
+            _copy(conn, _IDENTITY, IDENTITY_COLUMNS, rows)
+            conn.execute(
+                "insert into vault.identity_keys select * from identity_incoming"
+                " on conflict do nothing"
+            )
+            conn.execute("truncate identity_incoming")
+        else:
+            incoming = _incoming(target)
+            if target not in self.staged:
+                conn.execute(
+                    f"create temp table if not exists {incoming}"
+                    f" (like {landing_table(target)} including defaults) on commit drop"
+                )
+                self.staged.add(target)
+            columns = ["file_id", "source", "position", *self.protector.columns(target)]
+            _copy(conn, incoming, columns, rows)
+            _merge_landing(conn, target, self.protector)
+            conn.execute(f"truncate {incoming}")
+
+
+def _copy(conn: psycopg.Connection, table: str, columns: Iterable[str], rows: list[tuple]) -> None:
+    with conn.cursor() as cur, cur.copy(f"copy {table} ({', '.join(columns)}) from stdin") as copy:
+        write = copy.write_row
+        for row in rows:
+            write(row)
 
 
 def load_file(
@@ -123,11 +209,14 @@ def load_file(
     units: Iterable[InputUnit],
     protector: Protector,
     fingerprint: tuple[int, str] | None = None,
+    audit_action: str | None = "ingest",
 ) -> FileLoadResult:
     """Protect and load every unit of one file; commit once at the end.
 
     fingerprint: (size, sha256) when the caller already knows it (e.g. a quarantine replay,
     whose "file" is one decrypted record); otherwise the URI is read to compute it.
+    audit_action: the audit record written in the same transaction as the load, so a crash
+    cannot leave a loaded file unaudited (None: the caller audits on its own).
     """
     shown_uri = redact_uri(uri)
     result = FileLoadResult(uri=shown_uri, source=source)
@@ -157,102 +246,85 @@ def load_file(
             (shown_uri, source, size, sha256),
         ).fetchone()[0]
         result.file_id = file_id
-        batches = _Batches(conn, protector)
-        for unit in units:
-            result.read += 1
-            if isinstance(unit, Rejection):
-                _quarantine(batches, protector, file_id, source, unit)
-                result.quarantined += 1
-                result.quarantined_by_reason[unit.reason] += 1
-                continue
-            for record in unit if isinstance(unit, list) else (unit,):
-                _land(batches, protector, file_id, source, record)
-                result.rows_by_entity[record.entity] += 1
-            result.loaded += 1
-        batches.flush()
-        for entity in sorted(batches.entities):
-            _merge_landing(conn, entity, protector)
-        _merge_vault(conn)
+        batches = _Batches(conn, protector, source)
+        try:
+            _read_into(batches, protector, file_id, source, units, result)
+            batches.finish()
+        finally:
+            batches.close()
         conn.execute(
             "update landing.source_files set records_read = %s, records_loaded = %s,"
             " records_quarantined = %s where file_id = %s",
             (result.read, result.loaded, result.quarantined, file_id),
         )
+        if audit_action:
+            # Last, just before the commit: it takes the audit chain's lock.
+            record_audit(conn, audit_action, f"{source}:{shown_uri}", result.read)
     return result
+
+
+def _read_into(
+    batches: _Batches,
+    protector: Protector,
+    file_id: int,
+    source: str,
+    units: Iterable[InputUnit],
+    result: FileLoadResult,
+) -> None:
+    """The reading thread: every unit protected into rows, and counted."""
+    add = batches.add
+    protect = protector.protect
+    columns: Callable[[str], list[str]] = protector.columns
+    by_entity = result.rows_by_entity
+    for unit in units:
+        result.read += 1
+        if isinstance(unit, Rejection):
+            add(_QUARANTINE, _quarantine_row(protector, file_id, source, unit))
+            result.quarantined += 1
+            result.quarantined_by_reason[unit.reason] += 1
+            continue
+        for record in unit if isinstance(unit, list) else (unit,):
+            protected = protect(record)
+            entity = record.entity
+            get = protected.landing.get
+            add(entity, (file_id, source, record.position, *[get(c) for c in columns(entity)]))
+            subject = protected.subject_token
+            if protected.vault:
+                effective_at = record.fields.get("effective_at")
+                for column_name, key_version, blob in protected.vault:
+                    add(_VAULT, (subject, column_name, key_version, blob, effective_at))
+            for key_type, key_hash in protected.identity_keys:
+                add(_IDENTITY, (subject, key_type, key_hash))
+            by_entity[entity] += 1
+        result.loaded += 1
 
 
 def _incoming(entity: str) -> str:
     return f"incoming_{entity}"
 
 
-def _land(
-    batches: _Batches, protector: Protector, file_id: int, source: str, record: SourceRecord
-) -> None:
-    protected = protector.protect(record)
-    columns = protector.columns(record.entity)
-    landing = protected.landing
-    if record.entity not in batches.entities:
-        batches.conn.execute(
-            f"create temp table if not exists {_incoming(record.entity)}"
-            f" (like {landing_table(record.entity)} including defaults) on commit drop"
-        )
-        batches.entities.add(record.entity)
-    batches.add(
-        _incoming(record.entity),
-        ["file_id", "source", "position", *columns],
-        (file_id, source, record.position, *[landing.get(c) for c in columns]),
-    )
-    effective_at = record.fields.get("effective_at")
-    for column_name, key_version, blob in protected.vault:
-        batches.add(
-            "vault_incoming",
-            ["subject_token", "column_name", "key_version", "ciphertext", "effective_at"],
-            (protected.subject_token, column_name, key_version, blob, effective_at),
-        )
-    for key_type, key_hash in protected.identity_keys:
-        batches.add(
-            "identity_incoming",
-            ["subject_token", "key_type", "key_hash"],
-            (protected.subject_token, key_type, key_hash),
-        )
-
-
-def _quarantine(
-    batches: _Batches, protector: Protector, file_id: int, source: str, rejection: Rejection
-) -> None:
+def _quarantine_row(protector: Protector, file_id: int, source: str, rejection: Rejection) -> tuple:
     key_version, blob = protector.cipher.encrypt(
         f"quarantine:{file_id}", rejection.position, rejection.payload
     )
-    batches.add(
-        "quarantine.records",
-        [
-            "file_id",
-            "source",
-            "position",
-            "entity",
-            "reason",
-            "message",
-            "payload_key_version",
-            "payload",
-        ],
-        (
-            file_id,
-            source,
-            rejection.position,
-            rejection.entity,
-            rejection.reason,
-            rejection.message,
-            key_version,
-            blob,
-        ),
+    return (
+        file_id,
+        source,
+        rejection.position,
+        rejection.entity,
+        rejection.reason,
+        rejection.message,
+        key_version,
+        blob,
     )
 
 
 def _merge_landing(conn: psycopg.Connection, entity: str, protector: Protector) -> None:
-    """Move a file's staged rows into landing: one row per natural key, newest version wins.
+    """Move a batch's staged rows into landing: one row per natural key, newest version wins.
 
     "Newest" is the source's effective time, not arrival order, so a re-delivered old file
-    cannot overwrite a later update; rows without a natural key are appended.
+    cannot overwrite a later update; on equal times the later row (and so the later batch)
+    wins. Rows without a natural key are appended.
     """
     table, incoming = landing_table(entity), _incoming(entity)
     columns = ["file_id", "source", "position", *protector.columns(entity)]
@@ -290,7 +362,4 @@ def _merge_vault(conn: psycopg.Connection) -> None:
         "   effective_at = excluded.effective_at, updated_at = now()"
         " where vault.contact_fields.effective_at is null"
         "   or excluded.effective_at >= vault.contact_fields.effective_at"
-    )
-    conn.execute(
-        "insert into vault.identity_keys select * from identity_incoming on conflict do nothing"
     )

@@ -192,3 +192,56 @@ def test_records_upsert_by_natural_key_and_effective_time_not_arrival(
             (token,),
         ).fetchall()
     assert rows == [("resolved", newer)]
+
+
+def test_versions_of_a_key_spread_over_batches_merge_as_one_file(
+    warehouse, protector, tmp_path, monkeypatch
+):
+    # Batches are merged one by one while the file is read: the newest effective time must
+    # still win, and on a tie the later row, as if the whole file were merged at once.
+    monkeypatch.setattr("connectors.warehouse.loader.BATCH_ROWS", 2)
+    newer = datetime(2026, 5, 1, tzinfo=UTC)
+    older = datetime(2025, 5, 1, tzinfo=UTC)
+    units = [
+        _condition("cond-batches-1", "active", newer),
+        _condition("cond-batches-2", "active", older),
+        _condition("cond-batches-1", "inactive", older),  # an older version, later batch
+        _condition("cond-batches-2", "resolved", newer),
+        _condition("cond-batches-1", "resolved", newer),  # same time as the first: later wins
+    ]
+    uri = _file(tmp_path, "batches.ndjson", "batches\n")
+    with warehouse.connect() as conn:
+        result = load_file(conn, uri=uri, source="fhir", units=units, protector=protector)
+        statuses = {
+            source_id: conn.execute(
+                "select clinical_status from landing.conditions where source_id_token = %s",
+                (protector.tokenizer.token("source_id", source_id),),
+            ).fetchall()
+            for source_id in ("cond-batches-1", "cond-batches-2")
+        }
+    assert result.reconciled and result.loaded == 5
+    assert statuses == {"cond-batches-1": [("resolved",)], "cond-batches-2": [("resolved",)]}
+
+
+def test_a_crash_after_batches_were_written_leaves_nothing_behind(
+    warehouse, protector, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("connectors.warehouse.loader.BATCH_ROWS", 1)
+    uri = _file(tmp_path, "crash-late.ndjson", "will crash late\n")
+
+    def exploding_units():
+        for n in range(5):  # each one a batch, staged and merged before the crash
+            yield _patient(f"p-late-{n}", f"line {n + 1}")
+        raise RuntimeError("disk on fire")
+
+    with warehouse.connect() as conn:
+        with pytest.raises(RuntimeError):
+            load_file(conn, uri=uri, source="fhir", units=exploding_units(), protector=protector)
+        subjects = [protector.protect(_patient(f"p-late-{n}", "")).subject_token for n in range(5)]
+        counts = conn.execute(
+            "select (select count(*) from landing.source_files where uri = %s),"
+            " (select count(*) from landing.patients where subject_token = any(%s)),"
+            " (select count(*) from vault.contact_fields where subject_token = any(%s))",
+            (uri, subjects, subjects),
+        ).fetchone()
+    assert counts == (0, 0, 0)

@@ -142,11 +142,6 @@ def test_injection_cells_are_never_run_nor_stored_in_clear(warehouse, protector,
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: connectors/crm/raw.py _python_csv stops at the csv module's 128 KiB "
-    "field limit and quarantines the rest of the file as one payload-less record",
-)
 def test_a_long_cell_after_a_ragged_row_does_not_swallow_the_rest_of_the_file(
     warehouse, protector, tmp_path
 ):
