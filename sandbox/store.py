@@ -236,6 +236,18 @@ class Store:
         )
         return cur.rowcount > 0
 
+    @staticmethod
+    def remove_members(
+        conn: sqlite3.Connection, audience_id: str, external_ids: list[str], now: str
+    ) -> None:
+        """remove_member for a whole batch: one prepared statement run for every id, inside
+        the caller's (one per request) transaction."""
+        conn.executemany(
+            "UPDATE members SET removed_at = ?, updated_at = ? "
+            "WHERE audience_id = ? AND external_id = ? AND removed_at IS NULL",
+            [(now, now, audience_id, external_id) for external_id in external_ids],
+        )
+
     def member_ids(self, audience_id: str, after: str | None, limit: int) -> list[str]:
         """Active member ids in external_id order, strictly after `after`."""
         with self._lock:
@@ -267,6 +279,26 @@ class Store:
                 for e in events
             ],
         )
+
+    def events_json_after(self, seq: int, limit: int) -> tuple[str, int]:
+        """`events_after` as the JSON array `GET /v1/events` serves, and the last seq (`seq`
+        itself on an empty page).
+
+        SQLite builds the JSON itself: pages of tens of thousands of events would otherwise
+        cost a tuple, an object and a dict per event in Python, the engine's bottleneck.
+        Same ordering and visibility guarantees as `events_after`.
+        """
+        with self._lock:
+            text, last = self._conn.execute(
+                "SELECT json_group_array(json_object('event_id', event_id, 'type', type,"
+                " 'external_id', external_id, 'audience_id', audience_id,"
+                " 'occurred_at', occurred_at,"
+                " 'machine_open', json(CASE WHEN machine_open THEN 'true' ELSE 'false' END),"
+                " 'bounce_type', bounce_type, 'url', url)), max(seq)"
+                " FROM (SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?)",
+                (seq, limit),
+            ).fetchone()
+        return text, seq if last is None else last
 
     def events_after(self, seq: int, limit: int) -> list[tuple[int, SimEvent]]:
         """Up to `limit` events with a sequence number greater than `seq`, in order.

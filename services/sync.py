@@ -1,11 +1,14 @@
 """Sync one audience to one engine destination: gate, diff in SQL, ledger, push, acknowledge.
 
-Streaming: members are read in chunks (with their consent events) from one server-side
-cursor; each chunk is gated at push time with domain/consent.py, only the audience's declared
-fields are decrypted (audited per chunk), payloads pass the DLP check, and their hashes are
-copied into a temp table that is diffed against activation.sync_state in SQL. Adds and
-updates are pushed as soon as a batch fills; removes (people who left, or whose consent
-lapsed) are computed in SQL at the end. Memory stays bounded by the chunk size.
+Streaming: members are read in chunks (with their consent events and the ciphertexts of the
+declared fields) from one server-side cursor. Members whose vault rows and consent events
+match the fingerprints sync_state kept at their last push never leave the database, so an
+incremental run reads, gates and decrypts only what changed. Each chunk is gated at push
+time with domain/consent.py, only gated people's declared fields are decrypted (audited per
+chunk), payloads pass the DLP check, and their hashes are diffed against
+activation.sync_state in SQL. Adds and updates are pushed as soon as a batch fills; removes
+(people who left, or whose consent lapsed) are computed in SQL at the end. Memory stays
+bounded by the chunk size.
 
 Exactly once: ledger rows (with the batch's idempotency key) commit before a batch is
 pushed and are acknowledged after, together with the sync state. A crash in between leaves
@@ -46,16 +49,16 @@ from domain.sync_diff import SYNC_MODES, payload_hash
 from domain.vault_cipher import VaultCipher
 from services.approvals import approval_status, current_definition
 from services.send_gate import (
+    CONSENT_FINGERPRINT_SQL,
     CONSENT_SOURCES,
     consent_events_for,
-    consent_fingerprint,
     events_from_json,
     gate,
     stable_until,
 )
 from services.sync_push import BatchPusher
 from services.sync_sql_diff import SqlDiffer, diff_in_sql
-from services.vault_reader import read_contacts
+from services.vault_reader import CipherRow, decrypt_contacts
 
 __all__ = [
     "AudienceDefinition",
@@ -214,9 +217,10 @@ def sync_audience(
             engine.ensure_audience(audience, audience, definition.purpose)
             result.resumed, forced_removes = _resume_pending(conn, definition, destination, day)
             pusher = BatchPusher(conn, engine, run_id, definition, destination, result, concurrency)
+        _ensure_statistics(conn)
         # The member query sorts and aggregates per person; give it memory instead of disk.
         conn.execute("set work_mem = '256MB'")
-        differ = SqlDiffer(conn, destination, audience, mode)
+        differ = SqlDiffer(conn, destination, audience, mode, SYNC_MEMBERS)
         _stream_members(
             conn,
             cipher,
@@ -305,14 +309,15 @@ def _stream_members(
 
     A member already at the engine whose vault rows and consent events are unchanged since
     it was last synced (and whose consent cannot have expired or come into effect since)
-    is unchanged by construction: it is neither re-gated nor decrypted. Everyone else -
-    and everyone about to be pushed - goes through domain/consent.py on the send day.
+    is unchanged by construction: the database recognises it by the fingerprints in
+    sync_state and never sends it here, so it is neither re-gated nor decrypted, and an
+    incremental run reads only what changed. A consent change alters the consent
+    fingerprint, and a decision reaching its end date fails `consent_valid_until`, so such
+    a member always comes back and is gated again. Everyone who comes back - and everyone
+    about to be pushed - goes through domain/consent.py on the send day.
     """
-    total = conn.execute(
-        "select count(distinct person_token) from marts.audience_membership where audience = %s",
-        (definition.audience,),
-    ).fetchone()[0]
     columns = [CONTACT_COLUMN, *definition.personalization_fields]
+    total = _load_members(conn, definition.audience)
     pending: dict[str, list[str]] = {"add": [], "update": []}
     payloads: dict[str, dict[str, object]] = {}
     hashes: dict[str, str] = {}
@@ -323,29 +328,22 @@ def _stream_members(
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
     with conn.cursor("sync_members", withhold=True) as cursor:
         cursor.execute(
-            _MEMBERS_SQL,
+            _CHANGED_MEMBERS_SQL,
             {
                 "audience": definition.audience,
                 "destination": differ.destination,
+                "purpose": definition.purpose,
                 "columns": sorted(set(columns)),
+                "day": day,
+                "decrypt": not blocked,  # a blocked run decrypts nothing
             },
         )
         while rows := cursor.fetchmany(chunk_size):
             allowed: dict[str, str | None] = {}
             chunk_prints: dict[str, Fingerprints] = {}
             excluded: list[str] = []
-            for person, events_json, source_fp, synced, s_source, s_consent, s_until in rows:
-                consent_fp = consent_fingerprint(definition.purpose, events_json)
-                if (
-                    synced is not None
-                    and source_fp is not None
-                    and s_source == source_fp
-                    and s_consent == consent_fp
-                    and s_until is not None
-                    and s_until >= day
-                ):
-                    result.unchanged += 1
-                    continue
+            ciphertexts: list[CipherRow] = []
+            for person, events_json, source_fp, consent_fp, *vault in rows:
                 events = events_from_json(events_json)
                 decision = consent_state_on(events, definition.purpose, day)
                 if not decision.allowed:
@@ -353,16 +351,20 @@ def _stream_members(
                     excluded.append(person)
                     continue
                 allowed[person] = decision.source_ref
+                if vault[0]:  # gated in: its ciphertexts go on to be decrypted
+                    ciphertexts.extend((person, *row) for row in zip(*vault, strict=True))
                 chunk_prints[person] = (source_fp or "", consent_fp, stable_until(events, day))
+            done += len(rows)
             if blocked:
                 differ.exclude(conn, excluded)
                 result.held_back += len(allowed)
                 conn.commit()
-                done += len(rows)
                 if on_progress:
                     on_progress("diff", done, total)
                 continue
-            chunk_payloads = _payloads(conn, cipher, definition, list(allowed), columns, result)
+            chunk_payloads = _payloads(
+                conn, cipher, definition, list(allowed), ciphertexts, columns, result
+            )
             differ.exclude(conn, excluded + [p for p in allowed if p not in chunk_payloads])
             chunk_hashes = {p: payload_hash(payload) for p, payload in chunk_payloads.items()}
             adds, updates = differ.chunk(conn, chunk_hashes)
@@ -390,40 +392,107 @@ def _stream_members(
                         del pending[operation][:batch_size]
                         push.push_upserts(operation, batch, payloads, hashes, refs, prints)
             conn.commit()  # the chunk's audit records, exclusions and refreshed fingerprints
-            done += len(rows)
             if on_progress:
                 on_progress("diff", done, total)
+    # Everyone the database held back: synced before, and nothing they depend on changed.
+    result.unchanged += total - done
+    if on_progress and done < total:
+        on_progress("diff", total, total)
     if push is not None and not blocked:
         for operation in ("add", "update"):
             if pending[operation]:
                 push.push_upserts(operation, pending[operation], payloads, hashes, refs, prints)
 
 
+# Tables the member query and the vault reader join. Written by bulk loads moments before a
+# first sync, they may never have been analysed yet (autovacuum has not come round, or the
+# database was restored or copied): the planner then guesses 200 distinct people in
+# person_xref and scans the whole vault for every chunk of a few thousand people.
+_JOINED_TABLES = (
+    "landing.person_xref",
+    "vault.contact_fields",
+    "intermediate.int_consent_events",
+    "engagement.suppressions",
+    "marts.audience_membership",
+    "activation.sync_state",
+)
+
+
+def _ensure_statistics(conn: psycopg.Connection) -> None:
+    """ANALYZE the joined tables that have no statistics at all (reltuples = -1: never
+    analysed or vacuumed); a no-op once they have some. Only the owner may analyse a table:
+    for anyone else PostgreSQL skips it with a warning, which is harmless here."""
+    for table in _JOINED_TABLES:
+        row = conn.execute(
+            "select reltuples from pg_class where oid = to_regclass(%s)", (table,)
+        ).fetchone()
+        if row is not None and row[0] < 0:
+            conn.execute(f"analyze {table}")  # names from the constant above, never input
+    conn.commit()
+
+
+def _load_members(conn: psycopg.Connection, audience: str) -> int:
+    """The audience's distinct members into the session's temp table sync_members
+    (analysed, so the planner sizes its joins to this audience: index lookups for a small
+    one, hash joins for a large one); returns how many there are."""
+    conn.execute("create temp table if not exists sync_members (person_token text primary key)")
+    conn.execute("truncate sync_members")
+    total = conn.execute(
+        "insert into sync_members select distinct person_token"
+        " from marts.audience_membership where audience = %s",
+        (audience,),
+    ).rowcount
+    conn.execute("analyze sync_members")
+    return total
+
+
+SYNC_MEMBERS = "select person_token from sync_members"
+
 # Per member of the audience: its consent events (deterministic order, so their hash is
-# stable), a fingerprint of the vault rows its payload is decrypted from, and what
-# sync_state remembers of its last push.
-_MEMBERS_SQL = (
-    "with members as (select distinct person_token from marts.audience_membership"
-    "  where audience = %(audience)s),"
-    " consent as (select m.person_token, coalesce(json_agg(json_build_array(e.event_type,"
+# stable) and their fingerprint, and a fingerprint of the vault rows its payload is
+# decrypted from. Only members sync_state does not vouch for leave the database: new ones,
+# ones whose vault rows or consent events changed since their last push, and ones whose
+# cached consent decision reached its end date.
+_CHANGED_MEMBERS_SQL = (
+    "with consent as (select m.person_token, coalesce(json_agg(json_build_array(e.event_type,"
     "  e.effective_on, e.purpose, e.expires_on, e.source_ref) order by e.effective_on,"
     "  e.event_type, e.purpose, e.expires_on, e.source_ref)"
     "  filter (where e.event_type is not null), '[]')::text as events"
-    f"  from members m left join ({CONSENT_SOURCES}) e using (person_token)"
+    f"  from sync_members m left join ({CONSENT_SOURCES}) e using (person_token)"
     "  group by m.person_token),"
     " sources as (select x.person_token, md5(string_agg(v.subject_token || ':' ||"
     "  v.column_name || ':' || v.key_version || ':' || coalesce(v.effective_at::text, '')"
     "  || ':' || md5(v.ciphertext), ',' order by v.column_name, v.subject_token))"
     "  as fingerprint"
-    "  from members m join landing.person_xref x using (person_token)"
+    "  from sync_members m join landing.person_xref x using (person_token)"
     "  join vault.contact_fields v on v.subject_token = x.subject_token"
-    "  where v.column_name = any(%(columns)s) group by x.person_token)"
-    " select c.person_token, c.events, f.fingerprint, s.payload_hash,"
-    "  s.source_fingerprint, s.consent_fingerprint, s.consent_valid_until"
-    " from consent c left join sources f using (person_token)"
+    "  where v.column_name = any(%(columns)s) group by x.person_token),"
+    " inputs as (select c.person_token, c.events, f.fingerprint,"
+    f"  {CONSENT_FINGERPRINT_SQL.format(events='c.events')} as consent_fingerprint"
+    "  from consent c left join sources f using (person_token))"
+    " select i.person_token, i.events, i.fingerprint, i.consent_fingerprint,"
+    "  c.subjects, c.columns, c.versions, c.blobs from inputs i"
     " left join activation.sync_state s on s.destination = %(destination)s"
-    "  and s.audience = %(audience)s and s.person_token = c.person_token"
-    " order by c.person_token"
+    "  and s.audience = %(audience)s and s.person_token = i.person_token"
+    # The declared columns' ciphertexts (newest first per column), read here for the rows
+    # that leave the database rather than by a second vault query per chunk. Nothing is
+    # decrypted here: services/vault_reader.py decrypts, for gated people only, and audits.
+    " left join lateral (select array_agg(v.subject_token order by v.column_name,"
+    "  v.effective_at desc nulls last, v.subject_token) as subjects,"
+    "  array_agg(v.column_name order by v.column_name, v.effective_at desc nulls last,"
+    "  v.subject_token) as columns, array_agg(v.key_version order by v.column_name,"
+    "  v.effective_at desc nulls last, v.subject_token) as versions,"
+    "  array_agg(v.ciphertext order by v.column_name, v.effective_at desc nulls last,"
+    "  v.subject_token) as blobs"
+    "  from landing.person_xref x join vault.contact_fields v"
+    "  on v.subject_token = x.subject_token"
+    "  where %(decrypt)s and x.person_token = i.person_token"
+    "  and v.column_name = any(%(columns)s)) c on true"
+    " where s.person_token is null or i.fingerprint is null"
+    "  or s.source_fingerprint is distinct from i.fingerprint"
+    "  or s.consent_fingerprint is distinct from i.consent_fingerprint"
+    "  or s.consent_valid_until is null or s.consent_valid_until < %(day)s"
+    " order by i.person_token"
 )
 
 
@@ -462,14 +531,15 @@ def _payloads(
     cipher: VaultCipher,
     definition: AudienceDefinition,
     people: list[str],
+    ciphertexts: list[CipherRow],
     columns: list[str],
     result: SyncResult,
 ) -> dict[str, dict[str, object]]:
     """Decrypt the declared columns of gated people (audited) and build DLP-checked payloads."""
     if not people:
         return {}
-    contacts = read_contacts(
-        conn, cipher, people, columns, definition.purpose, f"sync {definition.audience}"
+    contacts = decrypt_contacts(
+        conn, cipher, ciphertexts, columns, definition.purpose, f"sync {definition.audience}"
     )
     payloads: dict[str, dict[str, object]] = {}
     for person in people:

@@ -173,28 +173,33 @@ class BatchPusher:
         if len(results) != len(batch.people):
             raise EngineError(f"{batch.operation}: the engine answered for a different batch")
         ok: list[str] = []
-        statuses: list[str] = []
-        codes: list[str | None] = []
+        rejected: list[str] = []
+        codes: list[str] = []
         for person, member in zip(batch.people, results, strict=True):
             if member.status == "ok":
                 ok.append(person)
-                statuses.append("acked")
-                codes.append(None)
             else:
                 code = member.error_code or "ENGINE_REJECTED"
-                statuses.append("rejected")
+                rejected.append(person)
                 codes.append(code)
                 self.result.rejected += 1
                 self.result.rejected_by_code[code] += 1
         conn, d = self.conn, self.definition
         with conn.transaction():
+            if rejected:  # the few rejections row by row, with their codes
+                conn.execute(
+                    "update activation.ledger l set status = 'rejected', error_code = v.code,"
+                    " acked_at = now() from unnest(%s::text[], %s::text[])"
+                    "  as v(person_token, code)"
+                    " where l.batch_key = %s and l.person_token = v.person_token"
+                    "  and l.status = 'pending'",
+                    (rejected, codes, batch.batch_key),
+                )
+            # Everyone else in the batch at once: one indexed statement, no per-row join.
             conn.execute(
-                "update activation.ledger l set status = v.status, error_code = v.code,"
-                " acked_at = now() from unnest(%s::text[], %s::text[], %s::text[])"
-                "  as v(person_token, status, code)"
-                " where l.batch_key = %s and l.person_token = v.person_token"
-                "  and l.status = 'pending'",
-                (batch.people, statuses, codes, batch.batch_key),
+                "update activation.ledger set status = 'acked', acked_at = now()"
+                " where batch_key = %s and status = 'pending'",
+                (batch.batch_key,),
             )
             if batch.operation == "remove":
                 conn.execute(

@@ -1,6 +1,6 @@
 """The diff of a sync, computed in SQL against activation.sync_state, chunk by chunk.
 
-Adds and updates: the chunk's payload hashes are copied into a temp table and joined with
+Adds and updates: the chunk's payload hashes are sent as arrays and joined with
 sync_state (domain/sync_diff.py states the rules; a property test holds the two to the same
 answers). Removes: sync_state rows whose person is no longer a wanted member - not in the
 membership relation, or in it but excluded this run (consent, no address, DLP) - found in
@@ -24,7 +24,8 @@ AUDIENCE_MEMBERS = (
 
 
 class SqlDiffer:
-    """Temp tables for one run: the chunk being diffed and the members excluded so far."""
+    """One run's diff: chunks of payload hashes against sync_state, and a temp table of the
+    members excluded so far."""
 
     def __init__(
         self,
@@ -36,13 +37,12 @@ class SqlDiffer:
     ) -> None:
         self.destination, self.audience, self.mode = destination, audience, mode
         self.members_sql = members_sql
-        # Temp tables live for the session and survive the ledger commits between batches.
-        conn.execute(
-            "create temp table if not exists sync_chunk"
-            " (person_token text primary key, payload_hash text not null)"
-        )
+        self.excluded_any = False
+        # The temp table lives for the session and survives the ledger commits between
+        # batches. DELETE, not TRUNCATE: it is normally empty here (close() empties it), and
+        # a TRUNCATE costs new files and catalog updates on every call.
         conn.execute("create temp table if not exists sync_excluded (person_token text)")
-        conn.execute("truncate sync_chunk, sync_excluded")
+        conn.execute("delete from sync_excluded")
 
     def chunk(
         self, conn: psycopg.Connection, hashes: Mapping[str, str]
@@ -50,18 +50,18 @@ class SqlDiffer:
         """(adds, updates) among this chunk's wanted members, per domain/sync_diff rules."""
         if not hashes:
             return [], []
-        conn.execute("truncate sync_chunk")
-        with conn.cursor() as cur, cur.copy("copy sync_chunk from stdin") as copy:
-            for person, digest in hashes.items():
-                copy.write_row((person, digest))
+        # The chunk travels as two arrays in the one query: no temp table to empty, fill
+        # and join per chunk (three round trips and a TRUNCATE each time before).
+        people = list(hashes)
         rows = conn.execute(
-            "select c.person_token, s.person_token is null from sync_chunk c"
+            "select c.person_token, s.person_token is null"
+            " from unnest(%s::text[], %s::text[]) as c(person_token, payload_hash)"
             " left join activation.sync_state s on s.destination = %s and s.audience = %s"
             "  and s.person_token = c.person_token"
             " where s.person_token is null"
             "  or (s.payload_hash <> c.payload_hash and %s <> 'append')"
             " order by c.person_token",
-            (self.destination, self.audience, self.mode),
+            (people, [hashes[p] for p in people], self.destination, self.audience, self.mode),
         ).fetchall()
         adds = [person for person, is_add in rows if is_add]
         updates = [person for person, is_add in rows if not is_add]
@@ -70,6 +70,7 @@ class SqlDiffer:
     def exclude(self, conn: psycopg.Connection, people: list[str]) -> None:
         """Members of the audience who are not wanted this run (consent, address, DLP)."""
         if people:
+            self.excluded_any = True
             with conn.cursor() as cur, cur.copy("copy sync_excluded from stdin") as copy:
                 for person in people:
                     copy.write_row((person,))
@@ -123,7 +124,8 @@ class SqlDiffer:
         return gone
 
     def close(self, conn: psycopg.Connection) -> None:
-        conn.execute("truncate sync_chunk, sync_excluded")
+        if self.excluded_any:
+            conn.execute("truncate sync_excluded")
         conn.commit()
 
 

@@ -31,9 +31,28 @@ def read_contacts(
         "   v.subject_token",
         (list(person_tokens), wanted),
     )
+    return decrypt_contacts(conn, cipher, rows, wanted, purpose, reason)
+
+
+# (person token, subject token, column, key version, ciphertext), newest value of each
+# column first within a person.
+CipherRow = tuple[str, str, str, int, bytes]
+
+
+def decrypt_contacts(
+    conn: psycopg.Connection,
+    cipher: VaultCipher,
+    rows: Iterable[CipherRow],
+    columns: Iterable[str],
+    purpose: str,
+    reason: str,
+) -> dict[str, dict[str, str]]:
+    """Decrypt ciphertext rows the caller already read (newest first per person and
+    column: only that one is decrypted), and audit the read like read_contacts does."""
+    wanted = sorted(set(columns))
     contacts: dict[str, dict[str, str]] = defaultdict(dict)
     for person, subject, column, key_version, blob in rows:
-        if column not in contacts[person]:
+        if column in wanted and column not in contacts[person]:
             contacts[person][column] = cipher.decrypt(subject, column, key_version, blob)
     record_audit(
         conn,

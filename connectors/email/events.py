@@ -59,6 +59,36 @@ class ParsedEvents:
         self.skipped += other.skipped
 
 
+# One event as services.feedback writes it (COPY column order): event id, audience id or
+# None, person token, event type, occurred_at (ISO 8601 text with an offset: PostgreSQL
+# parses it), machine open, bounce type. Plain tuples: bulk readback maps tens of thousands
+# of events per page and a tuple of strings is the cheapest thing to build and to COPY.
+EventRow = tuple[str, str | None, str, str, str, bool, str | None]
+
+
+@dataclass(slots=True)
+class RowPage:
+    """A page of events as rows, and the cursor after it (engines offering `event_rows`)."""
+
+    rows: list[EventRow]
+    next_cursor: str
+    read: int  # events on the page, mapped or not
+    unmapped: int = 0  # of those, events without an external id (dropped, never keyed on email)
+
+
+def event_row(event: EngineEvent) -> EventRow:
+    """An EngineEvent as a row (adapters that only offer `events`)."""
+    return (
+        event.event_id,
+        event.audience_id or None,
+        event.external_id,
+        event.type,
+        event.occurred_at.isoformat(),  # aware (EngineEvent's contract): keeps its offset
+        bool(event.machine_open),
+        event.bounce_type,
+    )
+
+
 class EventShapeError(ValueError):
     """The payload is not a batch of events in any accepted shape (names no values)."""
 

@@ -49,6 +49,7 @@ from connectors.email.errors import (
     EngineIdempotencyConflict,
     EngineRequestError,
 )
+from connectors.email.events import EventRow, RowPage
 
 EXTRACT_SUFFIXES = (".csv", ".ndjson", ".jsonl", ".csv.ahx", ".ndjson.ahx", ".jsonl.ahx")
 KIND_BY_NAME = {
@@ -100,6 +101,8 @@ class FileExchangeEngine(EmailEngine):
         self.outbox, self.inbox = outbox_uri.rstrip("/"), inbox_uri.rstrip("/")
         self.keys, self.key_id = dict(keys), current_key_id
         self.transport_params = transport_params or {}
+        # event_rows: the extract left open at the end of the last page (name, line, reader).
+        self._parked: tuple[str, int, Iterator[tuple[int, dict[str, Any] | None]]] | None = None
 
     # --- out ----------------------------------------------------------------------------
 
@@ -158,12 +161,7 @@ class FileExchangeEngine(EmailEngine):
     # --- back -----------------------------------------------------------------------------
 
     def events(self, cursor: str | None, limit: int = 100) -> EventPage:
-        after_file, after_line = "", 0
-        if cursor:
-            after_file, sep, line = cursor.rpartition("|")
-            if not sep or not line.isdigit():
-                raise EngineRequestError("events: not a cursor of this adapter")
-            after_line = int(line)
+        after_file, after_line = _parse_cursor(cursor)
         events: list[EngineEvent] = []
         position = cursor or ""
         for name in self._extracts():
@@ -178,6 +176,71 @@ class FileExchangeEngine(EmailEngine):
                 position = f"{name}|{line_no}"
             position = f"{name}|{_END}"  # read to its end: the next page starts after it
         return EventPage(events, position)
+
+    def event_rows(self, cursor: str | None, limit: int = 50_000) -> RowPage:
+        """`events` as rows for bulk readback (services.feedback), with the same cursors.
+
+        The extract being read stays open between pages (parked with its position), so a
+        large file is decrypted and parsed once, not once per page from its start. Rows
+        without an external id or event type count as unmapped.
+        """
+        after_file, after_line = _parse_cursor(cursor)
+        rows: list[EventRow] = []
+        read = unmapped = 0
+        position = cursor or ""
+        for name in self._extracts():
+            if name < after_file:
+                continue
+            skip = after_line if name == after_file else 0
+            if skip >= _END:
+                continue
+            kind = _kind_from_name(name)
+            reader = self._resume(name, skip)
+            for line_no, raw in reader:
+                position = f"{name}|{line_no}"
+                if raw is not None:
+                    read += 1
+                    row = _extract_row(raw, kind, name)
+                    if row is None:
+                        unmapped += 1
+                    else:
+                        rows.append(row)
+                    if read >= limit:
+                        self._parked = (name, line_no, reader)  # the next page goes on here
+                        return RowPage(rows, position, read, unmapped)
+            position = f"{name}|{_END}"  # read to its end: the next page starts after it
+        return RowPage(rows, position, read, unmapped)
+
+    def _resume(self, name: str, skip: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
+        """The parked reader if it stopped exactly at `skip` of `name`, else a new one."""
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            if parked[:2] == (name, skip):
+                return parked[2]
+            parked[2].close()  # type: ignore[attr-defined]  # a generator: closes its file
+        return self._read_rows(name, skip)
+
+    def _read_rows(self, name: str, skip: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
+        """(line number, raw row or None for a header/blank line) after line `skip`; NDJSON
+        lines up to `skip` are counted, not parsed."""
+        uri = f"{self.inbox}/{name}"
+        with smart_open.open(uri, "rb", transport_params=self.transport_params) as source:
+            head = source.read(4)
+            rest = _chain(head, source)
+            try:
+                chunks = decrypt_stream(rest, self.keys) if is_envelope(head) else _pieces(rest)
+                lines = iter_lines(chunks)
+                if ".ndjson" in name or ".jsonl" in name:
+                    loads = orjson.loads
+                    for line_no, line in enumerate(lines, start=1):
+                        if line_no > skip:
+                            yield line_no, loads(line) if line.strip() else None
+                else:
+                    for line_no, row in enumerate(_csv_rows(lines), start=1):
+                        if line_no > skip:
+                            yield line_no, row
+            except EnvelopeError as exc:
+                raise FileExchangeError(f"extract {name}: {exc}") from None
 
     def _extracts(self) -> list[str]:
         return sorted(n for n in _list(self.inbox) if n.endswith(EXTRACT_SUFFIXES))
@@ -206,9 +269,25 @@ class FileExchangeEngine(EmailEngine):
 _END = 1 << 62  # a file read to its end
 
 
-def _extract_event(row: dict[str, Any], kind: str | None, name: str) -> EngineEvent | None:
+def _parse_cursor(cursor: str | None) -> tuple[str, int]:
+    if not cursor:
+        return "", 0
+    after_file, sep, line = cursor.rpartition("|")
+    if not sep or not line.isdigit():
+        raise EngineRequestError("events: not a cursor of this adapter")
+    return after_file, int(line)
+
+
+# (event id, type, external id, audience id, occurred_at (aware), the same as ISO text,
+# machine open, bounce type, url): what an extract row says, the address left out.
+_Fields = tuple[str, str, str, str, dt.datetime, str, bool, str | None, str | None]
+
+
+def _extract_fields(row: dict[str, Any], kind: str | None, name: str) -> _Fields | None:
     # The address, if an extract carries one, is dropped here and never carried further.
-    row = {canon: row[key] for key, canon in _columns(tuple(row))}
+    columns = _columns(tuple(row))
+    if columns is not None:  # None: already the canonical names, and no address
+        row = {canon: row[key] for key, canon in columns}
     external_id = str(row.get("external_id") or "").strip()
     event_type = str(row.get("event_type") or kind or "").strip().lower()
     event_type = KIND_BY_NAME.get(event_type.rstrip("s"), event_type)
@@ -224,30 +303,64 @@ def _extract_event(row: dict[str, Any], kind: str | None, name: str) -> EngineEv
     bounce_type = "hard" if "hard" in bounce else "soft" if bounce else None
     if event_type == "bounce" and bounce_type is None:
         bounce_type = "soft"  # unknown severity: never suppress on a guess
-    identity = "|".join([external_id, event_type, occurred.isoformat(), str(row.get("url") or "")])
-    event_id = row.get("event_id") or "fx:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+    when = occurred.isoformat()
+    event_id = row.get("event_id")
+    if not event_id:
+        # Derived ids must never change: they make re-reading an extract idempotent.
+        identity = "|".join([external_id, event_type, when, str(row.get("url") or "")])
+        event_id = "fx:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
     machine = str(row.get("machine_open") or "").lower() in ("1", "true", "yes")
-    return EngineEvent(
-        event_id=str(event_id),
-        type=event_type,
-        external_id=external_id,
-        audience_id=str(row.get("audience_id") or ""),
-        occurred_at=occurred.astimezone(dt.UTC),
-        machine_open=machine and event_type == "open",
-        bounce_type=bounce_type if event_type == "bounce" else None,  # type: ignore[arg-type]
-        url=str(row["url"]) if event_type == "click" and row.get("url") else None,
+    return (
+        str(event_id),
+        event_type,
+        external_id,
+        str(row.get("audience_id") or ""),
+        occurred,
+        when,
+        machine and event_type == "open",
+        bounce_type if event_type == "bounce" else None,
+        str(row["url"]) if event_type == "click" and row.get("url") else None,
     )
 
 
+def _extract_event(row: dict[str, Any], kind: str | None, name: str) -> EngineEvent | None:
+    fields = _extract_fields(row, kind, name)
+    if fields is None:
+        return None
+    event_id, event_type, external_id, audience_id, occurred, _, machine, bounce, url = fields
+    return EngineEvent(
+        event_id=event_id,
+        type=event_type,
+        external_id=external_id,
+        audience_id=audience_id,
+        occurred_at=occurred.astimezone(dt.UTC),
+        machine_open=machine,
+        bounce_type=bounce,  # type: ignore[arg-type]
+        url=url,
+    )
+
+
+def _extract_row(row: dict[str, Any], kind: str | None, name: str) -> EventRow | None:
+    fields = _extract_fields(row, kind, name)
+    if fields is None:
+        return None
+    event_id, event_type, external_id, audience_id, _, when, machine, bounce, _ = fields
+    return (event_id, audience_id or None, external_id, event_type, when, machine, bounce)
+
+
 @lru_cache(maxsize=64)
-def _columns(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """(column, canonical name) for an extract's columns, the `email` column left out."""
+def _columns(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...] | None:
+    """(column, canonical name) for an extract's columns, the `email` column left out; None
+    when every column already has its canonical name and none is left out (the row is used
+    as it is: no copy per row)."""
     pairs = []
     for key in keys:
         if key:
             canon = ALIASES.get(key.strip().lower(), key.strip().lower())
             if canon != "email":
                 pairs.append((key, canon))
+    if len(pairs) == len(keys) and all(key == canon for key, canon in pairs):
+        return None
     return tuple(pairs)
 
 

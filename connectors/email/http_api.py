@@ -53,6 +53,7 @@ from connectors.email.errors import (
     EngineTlsError,
     EngineUnavailable,
 )
+from connectors.email.events import EventRow, RowPage
 from connectors.email.ratelimit import TokenBucket
 from connectors.email.signing import SIGNATURE_HEADER, signature_header
 from domain.reasons import REASONS
@@ -216,6 +217,32 @@ class HttpEngine(EmailEngine):
         if not isinstance(rows, list) or not isinstance(next_cursor, str):
             raise EngineProtocolError("events: answer lacks an events list or next_cursor")
         return EventPage([_event(row) for row in rows], next_cursor)
+
+    # Largest events page to ask for; lowered to LEGACY_EVENTS_PAGE for an engine that
+    # refuses more (engines written to the earlier 1-1000 page contract).
+    _events_page_cap = 50_000
+
+    def event_rows(self, cursor: str | None, limit: int = 20_000) -> RowPage:
+        """`events` as rows for bulk readback (services.feedback): the same request and
+        contract checks, without an EngineEvent per event. Events without an external id
+        are counted as unmapped and dropped (never keyed on anything else)."""
+        limit = min(limit, self._events_page_cap)
+        params: dict[str, str] = {"limit": str(limit)}
+        if cursor:
+            params["cursor"] = cursor
+        try:
+            data = self._request("events", "GET", "/v1/events", params=params)
+        except EngineRequestError as exc:
+            if exc.status != 400 or limit <= LEGACY_EVENTS_PAGE:
+                raise
+            page = self.event_rows(cursor, LEGACY_EVENTS_PAGE)  # raises if not the limit
+            self._events_page_cap = LEGACY_EVENTS_PAGE
+            return page
+        rows, next_cursor = data.get("events"), data.get("next_cursor")
+        if not isinstance(rows, list) or not isinstance(next_cursor, str):
+            raise EngineProtocolError("events: answer lacks an events list or next_cursor")
+        mapped, unmapped = _event_rows(rows)
+        return RowPage(mapped, next_cursor, len(rows), unmapped)
 
     # --- extras (not part of EmailEngine) -------------------------------------------------
 
@@ -447,3 +474,45 @@ def _event(row: Any) -> EngineEvent:
         )
     except (KeyError, TypeError, ValueError):
         raise EngineProtocolError("events: an event does not follow the contract") from None
+
+
+LEGACY_EVENTS_PAGE = 1000
+_BOUNCE_TYPES = frozenset((None, "hard", "soft"))
+
+
+def _event_rows(rows: list[Any]) -> tuple[list[EventRow], int]:
+    """Contract-checked rows (as `_event` checks them) and the count without an external id.
+
+    One tight loop and a tuple per event: at tens of thousands of events per page the
+    per-event Python is what bounds readback. occurred_at stays the engine's ISO text
+    (PostgreSQL parses it on COPY) once Python has checked it parses and has an offset.
+    """
+    out: list[EventRow] = []
+    append, parse = out.append, dt.datetime.fromisoformat
+    unmapped = 0
+    try:
+        for row in rows:
+            person = row.get("external_id")
+            if not person:
+                unmapped += 1
+                continue
+            when = row["occurred_at"]
+            if parse(when).tzinfo is None:
+                raise ValueError("naive timestamp")
+            bounce = row.get("bounce_type")
+            if bounce not in _BOUNCE_TYPES:
+                raise ValueError("bounce_type")
+            append(
+                (
+                    str(row["event_id"]),
+                    str(row.get("audience_id") or "") or None,
+                    str(person),
+                    str(row["type"]),
+                    when,
+                    bool(row.get("machine_open", False)),
+                    bounce,
+                )
+            )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise EngineProtocolError("events: an event does not follow the contract") from None
+    return out, unmapped

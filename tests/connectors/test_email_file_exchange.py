@@ -3,6 +3,7 @@ local paths and file:// URIs; the envelope refuses tampering, truncation and wro
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 from pathlib import Path
@@ -172,3 +173,52 @@ def test_a_tampered_extract_is_refused(exchange):
     with pytest.raises(FileExchangeError) as refused:
         exchange.events(None, 10)
     assert refused.value.code == "FILE_DECRYPT_FAILED"
+
+
+def test_extract_rows_match_the_events_and_resume_from_any_cursor(exchange):
+    inbox = folder(exchange.inbox)
+    (inbox / "a-opens.csv").write_text(
+        "external_id,audience_id,occurred_at,machine_open,email\n"
+        "p000001,flu,2026-03-01T09:00:03Z,true,person1@example.org\n"
+        "p000002,flu,2026-03-01T09:00:04,false,person2@example.org\n"  # naive: UTC
+        ",flu,2026-03-01T09:00:05Z,false,person3@example.org\n"  # no external id
+    )
+    lines = [
+        f'{{"event_type": "bounce", "external_id": "p{i:06d}", "occurred_at":'
+        f' "2026-03-01T10:00:{i:02d}+01:00", "bounce_type": "{"hard" if i % 2 else "soft"}"}}'
+        for i in range(7)
+    ]
+    lines.insert(3, "")  # a blank line counts as a line, never as an event
+    (inbox / "b-bounces.ndjson.ahx").write_bytes(seal("\n".join(lines).encode()))
+
+    events = []
+    cursor = None
+    while page := exchange.events(cursor, limit=3):
+        events += page.events
+        cursor = page.next_cursor
+        if not page.events:
+            break
+    expected = [
+        (e.event_id, e.audience_id or None, e.external_id, e.type, e.occurred_at, e.machine_open,
+         e.bounce_type)
+        for e in events
+    ]  # fmt: skip
+
+    def as_events(rows):
+        return [(*r[:4], dt.datetime.fromisoformat(r[4]), *r[5:]) for r in rows]
+
+    for limit in (1, 2, 4, 100):
+        rows, cursor, read, unmapped = [], None, 0, 0
+        while True:
+            page = exchange.event_rows(cursor, limit)
+            rows += page.rows
+            read, unmapped = read + page.read, unmapped + page.unmapped
+            cursor = page.next_cursor
+            if not page.read:
+                break
+        assert as_events(rows) == expected and (read, unmapped) == (len(expected) + 1, 1)
+        assert exchange.event_rows(cursor, 10).rows == []
+    # A cursor handed out by `events` (or a page read elsewhere) resumes without a gap.
+    half = exchange.events(None, 5)
+    rest = exchange.event_rows(half.next_cursor, 100)
+    assert as_events(rest.rows) == expected[5:]

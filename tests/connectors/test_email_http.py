@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ from connectors.email import (
     HttpEngine,
     Member,
     batched,
+    http_api,
 )
+from connectors.email.errors import EngineProtocolError
 from domain.reasons import REASONS
 from sandbox import SandboxEngine
 
@@ -197,6 +200,51 @@ def test_events_page_through_without_gaps(sandbox: Callable[..., SandboxEngine])
         assert "@" not in repr(event)
     tail = api.events(None, 1000).next_cursor
     assert api.events(tail, 10).events == []
+
+
+def test_event_rows_are_the_events_as_rows(sandbox: Callable[..., SandboxEngine]) -> None:
+    api = client(sandbox())
+    api.ensure_audience(AUDIENCE, "Flu reminders", "marketing")
+    api.upsert(AUDIENCE, people(12), "rows-1")
+    whole = api.events(None, 1000)
+    page = api.event_rows(None, 50_000)
+    assert (page.read, page.unmapped, page.next_cursor) == (len(whole.events), 0, whole.next_cursor)
+    as_events = [
+        (i, a or "", p, t, dt.datetime.fromisoformat(w), m, b) for i, a, p, t, w, m, b in page.rows
+    ]
+    assert as_events == [
+        (e.event_id, e.audience_id, e.external_id, e.type, e.occurred_at, e.machine_open,
+         e.bounce_type)
+        for e in whole.events
+    ]  # fmt: skip
+    assert api.event_rows(page.next_cursor, 10).rows == []
+
+
+def test_event_rows_fall_back_to_small_pages_for_an_engine_that_refuses_large_ones(
+    sandbox: Callable[..., SandboxEngine],
+) -> None:
+    api = client(sandbox())
+    api.ensure_audience(AUDIENCE, "Flu reminders", "marketing")
+    api.upsert(AUDIENCE, people(3), "rows-2")
+    api._events_page_cap = 10**6  # as if the engine's limit were unknown: it refuses 60,000
+    page = api.event_rows(None, 60_000)
+    assert page.read == len(api.events(None, 1000).events) and api._events_page_cap == 1000
+
+
+def test_event_rows_check_the_contract_and_count_unmapped() -> None:
+    good = {"event_id": "e1", "type": "open", "external_id": "tok-1", "audience_id": "a",
+            "occurred_at": "2026-03-02T09:00:00Z", "machine_open": True}  # fmt: skip
+    rows, unmapped = http_api._event_rows([good, {**good, "external_id": ""}])
+    assert unmapped == 1
+    assert rows == [("e1", "a", "tok-1", "open", "2026-03-02T09:00:00Z", True, None)]
+    for bad in (
+        {**good, "occurred_at": "2026-03-02T09:00:00"},  # naive
+        {**good, "occurred_at": "not a time"},
+        {**good, "bounce_type": "sometimes"},
+        {k: v for k, v in good.items() if k != "event_id"},
+    ):
+        with pytest.raises(EngineProtocolError):
+            http_api._event_rows([bad])
 
 
 def test_member_repr_hides_email() -> None:

@@ -326,6 +326,20 @@ def test_cursor_paging_has_no_duplicates_or_gaps(start: Callable[..., SandboxEng
     assert bad.status_code == 400
 
 
+def test_event_pages_go_up_to_fifty_thousand(start: Callable[..., SandboxEngine]) -> None:
+    # Events are read in bulk (member listings stay capped at 1000 per page).
+    engine = start(seed=7, clock=lambda: FIXED_SEND)
+    client = with_audience(engine)
+    client.call(
+        "POST", "/v1/audiences/aud-1/members:batchUpsert", {"members": members(5)}, key="p1"
+    )
+    big = client.call("GET", "/v1/events?limit=50000")
+    assert big.status_code == 200
+    assert big.json()["events"] == client.all_events(limit=3)
+    assert client.call("GET", "/v1/events?limit=50001").status_code == 400
+    assert client.call("GET", "/v1/audiences/aud-1/members?limit=1001").status_code == 400
+
+
 def test_event_shape_and_no_email(start: Callable[..., SandboxEngine]) -> None:
     engine = start(seed=7)
     client = with_audience(engine)

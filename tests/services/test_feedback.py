@@ -5,8 +5,10 @@ unsubscribe read back removes the person on the next sync."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -88,3 +90,62 @@ def test_an_unsubscribe_read_back_removes_the_person_on_the_next_sync(conn, ciph
     after = sync_audience(conn, client(engine), cipher, **sync)
     assert (after.removed, after.excluded_by_reason) == (1, {"unsubscribed": 1})
     assert person(4) not in client(engine).list_member_ids("reengage")
+
+
+def event(event_id: str, kind: str, who: int, bounce: str | None = None) -> EngineEvent:
+    return EngineEvent(event_id, kind, person(who), "flu", SENT_AT, bounce_type=bounce)
+
+
+def test_stored_events_count_once_by_id_whichever_way_they_are_written(conn):
+    batch = [
+        event("e1", "unsubscribe", 1),
+        event("e1", "unsubscribe", 1),  # repeated within the batch
+        event("e2", "open", 2),
+        event("e3", "bounce", 3, "hard"),
+        event("e4", "bounce", 4, "soft"),
+        EngineEvent("e5", "open", "", "flu", SENT_AT),  # no person token: unmapped
+    ]
+    first = store_events(conn, "sandbox", batch)
+    assert (first.read, first.new, first.unmapped, first.suppressions) == (6, 4, 1, 2)
+    assert first.by_type == Counter({"unsubscribe": 1, "open": 1, "bounce": 2})
+    again = store_events(conn, "sandbox", [*batch, event("e6", "complaint", 6)])
+    assert (again.new, again.suppressions) == (1, 1)
+    # An id with a line break takes the general (ON CONFLICT) way: same results.
+    odd = [event("e7\nx", "complaint", 7), event("e2", "open", 2)]
+    assert (store_events(conn, "sandbox", odd).new, store_events(conn, "sandbox", odd).new) == (
+        1,
+        0,
+    )
+    kinds = dict(conn.execute("select event_id, event_type from engagement.suppressions"))
+    assert kinds == {"e1": "unsubscribe", "e3": "hard_bounce", "e6": "complaint",
+                     "e7\nx": "complaint"}  # fmt: skip
+    assert conn.execute("select count(*) from engagement.events").fetchone()[0] == 6
+
+
+def test_a_concurrent_writer_of_the_same_event_is_waited_for_and_skipped(conn, sync_db):
+    """The webhook applier stores an id between the id lookup and the COPY: the page goes
+    the idempotent way, after waiting for that writer, and counts the id once."""
+    with sync_db.connect() as other, sync_db.connect() as watcher:
+        other.execute(
+            "insert into engagement.events (event_id, destination, person_token, event_type,"
+            " occurred_at) values ('race-1', 'sandbox', %s, 'unsubscribe', now())",
+            (person(1),),
+        )  # not committed yet: invisible to the id lookup, blocking for the COPY
+        batch = [event("race-1", "unsubscribe", 1), event("race-2", "open", 2)]
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(store_events, conn, "sandbox", batch)
+            pid = conn.info.backend_pid
+            for _ in range(600):  # until the writer waits on the other's row lock
+                wait = watcher.execute(
+                    "select wait_event_type from pg_stat_activity where pid = %s", (pid,)
+                ).fetchone()
+                if wait and wait[0] == "Lock":
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the writer never waited for the concurrent insert")
+            other.commit()
+            result = pending.result(timeout=120)
+    assert (result.new, result.by_type) == (1, Counter({"open": 1}))
+    assert result.suppressions == 0  # race-1's suppression is the other writer's to record
+    assert conn.execute("select count(*) from engagement.events").fetchone()[0] == 2

@@ -96,6 +96,26 @@ def test_changed_field_is_an_update_and_the_engine_gets_it_once(conn, cipher, sa
     assert ledger(conn, "operation = 'update'") == [(person(3), "update", "acked", None)]
 
 
+def test_only_changed_members_leave_the_database_and_are_decrypted(conn, cipher, sandbox):
+    add_people(conn, cipher, range(40))
+    define_audience(conn, "flu", "treatment", range(40))
+    engine = sandbox()
+    run(conn, engine, cipher)
+    set_contact(conn, cipher, 5, "given_name", "Renamed")
+    revoke(conn, 9, "treatment", TODAY)  # a consent change alone is a change too
+    conn.commit()
+    audits = conn.execute("select coalesce(max(audit_id), 0) from audit.events").fetchone()[0]
+    result = run(conn, engine, cipher)
+    assert (result.unchanged, result.updated, result.removed) == (38, 1, 1)
+    decrypted = conn.execute(
+        "select coalesce(sum(row_count), 0) from audit.events"
+        " where action = 'vault_decrypt' and audit_id > %s",
+        (audits,),
+    ).fetchone()[0]
+    assert decrypted == 1  # the renamed person only: the revoked one is gated out first
+    assert person(9) not in client(engine).list_member_ids("flu")
+
+
 def test_revoked_consent_removes_exactly_that_person(conn, cipher, sandbox):
     add_people(conn, cipher, range(30))
     define_audience(conn, "reengage", "marketing", range(30))
