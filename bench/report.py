@@ -300,7 +300,7 @@ def _profile(results: Results) -> list[str]:
         lines += [
             "",
             "dbt does its work in PostgreSQL, where a Python profile cannot look; dbt's own"
-            " timing of its slowest nodes (run_results.json, seconds, 2 threads):",
+            " timing of its slowest nodes (run_results.json, seconds, 4 threads):",
             "",
             *[f"- `{name}`: {seconds:,.1f} s" for name, seconds in nodes],
         ]
@@ -461,7 +461,7 @@ def _section_notes(results: Results, section: str, sizes: list[int]) -> list[str
             if nodes:
                 shown = ", ".join(f"`{n.split('.')[-1]}` {t:,.1f} s" for n, t in nodes[:6])
                 notes.append(f"- Slowest nodes of the full build at {_size(z)} (dbt's"
-                             f" run_results.json, 2 threads): {shown}.")  # fmt: skip
+                             f" run_results.json, 4 threads): {shown}.")  # fmt: skip
                 break
     elif section == "sync":
         for z in sizes:

@@ -21,9 +21,25 @@ def dbt_project() -> DbtProject:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     project_dir = dbt_project_dir()
     project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
-    if not project.manifest_path.exists():
+    if _manifest_is_stale(project.manifest_path, project_dir):
         parse_project(project_dir)
     return project
+
+
+# What dbt reads to build its manifest; a newer file here means the manifest is out of date.
+_PROJECT_SOURCES = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
+_PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
+
+
+def _manifest_is_stale(manifest: Path, project_dir: Path) -> bool:
+    """True when the manifest is missing or older than any project file (a model was edited)."""
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    files = [project_dir / name for name in _PROJECT_FILES]
+    for folder in _PROJECT_SOURCES:
+        files.extend(p for p in (project_dir / folder).rglob("*") if p.is_file())
+    return any(f.exists() and f.stat().st_mtime > built for f in files)
 
 
 def parse_project(project_dir: Path) -> None:

@@ -19,21 +19,6 @@
     {{ return(consent_purpose_rules() | map(attribute='purpose') | list) }}
 {%- endmacro %}
 
-{#- The rules as a relation: (purpose, needs_permit, unsubscribe_applies, needs_opt_in). -#}
-{% macro consent_purpose_rules_sql() -%}
-    select
-        rules.purpose,
-        rules.needs_permit,
-        rules.unsubscribe_applies,
-        rules.needs_opt_in
-    from (
-        values
-        {%- for rule in consent_purpose_rules() %}
-            ('{{ rule.purpose }}'::text, {{ rule.needs_permit }}, {{ rule.unsubscribe_applies }}, {{ rule.needs_opt_in }}){{ ',' if not loop.last }}
-        {%- endfor %}
-    ) as rules (purpose, needs_permit, unsubscribe_applies, needs_opt_in)
-{%- endmacro %}
-
 {#- A SQL list of the known purposes, for `in (...)`. -#}
 {% macro consent_purposes_sql_list() -%}
     ({% for purpose in consent_purposes() %}'{{ purpose }}'{{ ', ' if not loop.last }}{% endfor %})
@@ -63,11 +48,47 @@
     Returns person_token, as_of, purpose, allowed, reason, consent_ref.
 -#}
 {% macro consent_decisions(person_days, consent_events) -%}
-    with
+    {#- The long form of consent_decisions_wide: one row per person x day x purpose. -#}
+    select
+        wide.person_token,
+        wide.as_of,
+        per_purpose.purpose,
+        per_purpose.reason = 'ok' as allowed,
+        per_purpose.reason,
+        per_purpose.consent_ref
+    from (
+        {{ consent_decisions_wide(person_days, consent_events) | indent(8) }}
+    ) as wide
+    cross join lateral (
+        values
+        {%- for rule in consent_purpose_rules() %}
+            ('{{ rule.purpose }}'::text, wide.reason_{{ rule.purpose }}, wide.consent_ref_{{ rule.purpose }}){{ ',' if not loop.last }}
+        {%- endfor %}
+    ) as per_purpose (purpose, reason, consent_ref)
+{%- endmacro %}
 
-    purposes as (
-        {{ consent_purpose_rules_sql() }}
-    ),
+{#-
+    consent_decisions_wide(person_days, consent_events)
+
+    The decisions of consent_decisions, one row per (person_token, as_of) with a
+    reason_<purpose> and consent_ref_<purpose> column per purpose of consent_purpose_rules.
+
+    How (performance): one sort, linear in rows. The old form joined every requested day to
+    every earlier event of the person and sorted the product several times (int_consent_history
+    was the slowest model). Here every rule is a running aggregate over one timeline per
+    person, ordered by day, where requested days sit after the events of the same day (an
+    event on as_of counts), and the purposes are columns (known when compiling), not rows:
+    - channel and authorization: events are first reduced to the deciding one per day (the
+      rules' tie-breaks), keyed as text[] [day, event_type, source_ref, expires_on] with a day
+      encoding that sorts as text (consent_day_key), so the running max of the key is the
+      latest event on or before the day;
+    - suppression: the earliest suppression overall is the earliest one on or before any day
+      on which one exists, so one row per person suffices (it applies from its day);
+    - "a permit for the purpose was ever given on or before the day": running bool_or.
+    Callers ordering by (person_token, as_of) reuse the same sort.
+-#}
+{% macro consent_decisions_wide(person_days, consent_events) -%}
+    with
 
     days as (
         select distinct
@@ -76,194 +97,205 @@
         from {{ person_days }}
     ),
 
-    past_events as (
-        select
-            days.person_token,
-            days.as_of,
-            events.purpose,
-            events.event_type,
-            events.effective_on,
-            events.expires_on,
-            events.source_ref
-        from days
-        inner join {{ consent_events }} as events
-            on
-                days.person_token = events.person_token
-                and events.effective_on <= days.as_of
-    ),
-
-    suppression_ranked as (
-        select
-            person_token,
-            as_of,
-            event_type,
-            source_ref,
-            row_number() over (
-                partition by person_token, as_of
-                order by
-                    effective_on asc,
-                    case event_type when 'hard_bounce' then 0 else 1 end asc,
-                    source_ref asc
-            ) as event_rank
-        from past_events
-        where event_type in ('hard_bounce', 'complaint')
-    ),
-
     first_suppression as (
-        select
+        select distinct on (person_token)
             person_token,
-            as_of,
+            effective_on,
             event_type,
             source_ref
-        from suppression_ranked
-        where event_rank = 1
+        from {{ consent_events }}
+        where event_type in ('hard_bounce', 'complaint')
+        order by
+            person_token,
+            effective_on asc,
+            case event_type when 'hard_bounce' then 0 else 1 end asc,
+            source_ref asc
     ),
 
-    channel_ranked as (
-        select
+    channel_by_day as (
+        select distinct on (person_token, effective_on)
             person_token,
-            as_of,
+            effective_on,
             event_type,
-            source_ref,
-            row_number() over (
-                partition by person_token, as_of
-                order by
-                    effective_on desc,
-                    case event_type
-                        when 'unsubscribe' then 2
-                        when 'opt_out' then 1
-                        else 0
-                    end desc,
-                    source_ref asc
-            ) as event_rank
-        from past_events
+            source_ref
+        from {{ consent_events }}
         where event_type in ('opt_in', 'opt_out', 'unsubscribe')
+        order by
+            person_token,
+            effective_on,
+            case event_type
+                when 'unsubscribe' then 2
+                when 'opt_out' then 1
+                else 0
+            end desc,
+            source_ref asc
     ),
 
-    channel_state as (
-        select
+    authorization_by_day as (
+        select distinct on (person_token, purpose, effective_on)
             person_token,
-            as_of,
-            event_type,
-            source_ref
-        from channel_ranked
-        where event_rank = 1
-    ),
-
-    authorization_ranked as (
-        select
-            person_token,
-            as_of,
             purpose,
+            effective_on,
             event_type,
             expires_on,
             source_ref,
-            row_number() over (
-                partition by person_token, as_of, purpose
-                order by
-                    effective_on desc,
-                    case event_type when 'deny' then 1 else 0 end desc,
-                    source_ref asc
-            ) as event_rank
-        from past_events
-        where event_type in ('permit', 'deny')
-    ),
-
-    deciding_authorization as (
-        select
+            -- before distinct on: a permit on a day whose deny wins still counts as given
+            bool_or(event_type = 'permit') over (
+                partition by person_token, purpose, effective_on
+            ) as has_permit
+        from {{ consent_events }}
+        where
+            event_type in ('permit', 'deny')
+            and purpose in {{ consent_purposes_sql_list() }}
+        order by
             person_token,
-            as_of,
             purpose,
-            event_type,
-            expires_on,
-            source_ref
-        from authorization_ranked
-        where event_rank = 1
+            effective_on,
+            case event_type when 'deny' then 1 else 0 end desc,
+            source_ref asc
     ),
 
-    permits_given as (
-        select distinct
+    timeline as (
+        select
             person_token,
             as_of,
-            purpose
-        from past_events
-        where event_type = 'permit'
+            true as is_request,
+            null::text as purpose,
+            null::text [] as channel_key,
+            null::text [] as authorization_key,
+            null::text [] as suppression_key,
+            null::boolean as has_permit
+        from days
+
+        union all
+
+        select
+            person_token,
+            effective_on as as_of,
+            false as is_request,
+            null::text as purpose,
+            array[
+                {{ consent_day_key('effective_on') }}, event_type, source_ref
+            ] as channel_key,
+            null::text [] as authorization_key,
+            null::text [] as suppression_key,
+            null::boolean as has_permit
+        from channel_by_day
+
+        union all
+
+        select
+            person_token,
+            effective_on as as_of,
+            false as is_request,
+            purpose,
+            null::text [] as channel_key,
+            array[
+                {{ consent_day_key('effective_on') }}, event_type, source_ref, expires_on::text
+            ] as authorization_key,
+            null::text [] as suppression_key,
+            has_permit
+        from authorization_by_day
+
+        union all
+
+        select
+            person_token,
+            effective_on as as_of,
+            false as is_request,
+            null::text as purpose,
+            null::text [] as channel_key,
+            null::text [] as authorization_key,
+            array[event_type, source_ref] as suppression_key,
+            null::boolean as has_permit
+        from first_suppression
     ),
 
-    evaluated as (
+    running as (
         select
-            days.person_token,
-            days.as_of,
-            purposes.purpose,
-            case
-                when first_suppression.event_type = 'hard_bounce' then 'hard_bounced'
-                when first_suppression.event_type = 'complaint' then 'complained'
-                when
-                    purposes.unsubscribe_applies
-                    and channel_state.event_type = 'unsubscribe'
-                    then 'unsubscribed'
-                when
-                    purposes.unsubscribe_applies
-                    and channel_state.event_type = 'opt_out'
-                    then 'not_opted_in'
-                when
-                    purposes.needs_opt_in
-                    and coalesce(channel_state.event_type, '') <> 'opt_in'
-                    then 'not_opted_in'
-                when deciding_authorization.event_type is null and purposes.needs_permit
-                    then 'no_authorization'
-                when deciding_authorization.event_type is null then 'ok'
-                when
-                    deciding_authorization.event_type = 'deny'
-                    and permits_given.purpose is not null
-                    then 'revoked'
-                when deciding_authorization.event_type = 'deny' then 'denied'
-                when
-                    deciding_authorization.expires_on is not null
-                    and days.as_of > deciding_authorization.expires_on
-                    then 'expired'
-                else 'ok'
-            end as reason,
-            case
-                when first_suppression.event_type is not null then first_suppression.source_ref
-                when
-                    purposes.unsubscribe_applies
-                    and channel_state.event_type in ('unsubscribe', 'opt_out')
-                    then channel_state.source_ref
-                when
-                    purposes.needs_opt_in
-                    and coalesce(channel_state.event_type, '') <> 'opt_in'
-                    then null
-                else deciding_authorization.source_ref
-            end as consent_ref
-        from days
-        cross join purposes
-        left join first_suppression
-            on
-                days.person_token = first_suppression.person_token
-                and days.as_of = first_suppression.as_of
-        left join channel_state
-            on
-                days.person_token = channel_state.person_token
-                and days.as_of = channel_state.as_of
-        left join deciding_authorization
-            on
-                days.person_token = deciding_authorization.person_token
-                and days.as_of = deciding_authorization.as_of
-                and purposes.purpose = deciding_authorization.purpose
-        left join permits_given
-            on
-                days.person_token = permits_given.person_token
-                and days.as_of = permits_given.as_of
-                and purposes.purpose = permits_given.purpose
+            person_token,
+            as_of,
+            is_request,
+            max(channel_key) over in_order as channel_key,
+            max(suppression_key) over in_order as suppression_key
+            {%- for rule in consent_purpose_rules() %},
+            max(authorization_key) filter (where purpose = '{{ rule.purpose }}') over in_order
+                as authorization_key_{{ rule.purpose }},
+            coalesce(
+                bool_or(has_permit) filter (where purpose = '{{ rule.purpose }}') over in_order,
+                false
+            ) as permit_given_{{ rule.purpose }}
+            {%- endfor %}
+        from timeline
+        window in_order as (
+            partition by person_token
+            order by as_of asc, is_request asc
+            rows between unbounded preceding and current row
+        )
+    ),
+
+    states as (
+        select
+            person_token,
+            as_of,
+            suppression_key[1] as suppression_type,
+            suppression_key[2] as suppression_ref,
+            channel_key[2] as channel_type,
+            channel_key[3] as channel_ref
+            {%- for rule in consent_purpose_rules() %},
+            authorization_key_{{ rule.purpose }}[2] as authorization_type_{{ rule.purpose }},
+            authorization_key_{{ rule.purpose }}[3] as authorization_ref_{{ rule.purpose }},
+            authorization_key_{{ rule.purpose }}[4]::date
+                as authorization_expires_on_{{ rule.purpose }},
+            permit_given_{{ rule.purpose }}
+            {%- endfor %}
+        from running
+        where is_request
     )
 
     select
         person_token,
-        as_of,
-        purpose,
-        reason = 'ok' as allowed,
-        reason,
-        consent_ref
-    from evaluated
+        as_of
+        {%- for rule in consent_purpose_rules() %}
+        {%- set p = rule.purpose %},
+        case
+            when suppression_type = 'hard_bounce' then 'hard_bounced'
+            when suppression_type = 'complaint' then 'complained'
+            {%- if rule.unsubscribe_applies %}
+            when channel_type = 'unsubscribe' then 'unsubscribed'
+            when channel_type = 'opt_out' then 'not_opted_in'
+            {%- endif %}
+            {%- if rule.needs_opt_in %}
+            when coalesce(channel_type, '') <> 'opt_in' then 'not_opted_in'
+            {%- endif %}
+            when authorization_type_{{ p }} is null then
+                {{ "'no_authorization'" if rule.needs_permit else "'ok'" }}
+            when authorization_type_{{ p }} = 'deny' and permit_given_{{ p }} then 'revoked'
+            when authorization_type_{{ p }} = 'deny' then 'denied'
+            when
+                authorization_expires_on_{{ p }} is not null
+                and as_of > authorization_expires_on_{{ p }}
+                then 'expired'
+            else 'ok'
+        end as reason_{{ p }},
+        case
+            when suppression_type is not null then suppression_ref
+            {%- if rule.unsubscribe_applies %}
+            when channel_type in ('unsubscribe', 'opt_out') then channel_ref
+            {%- endif %}
+            {%- if rule.needs_opt_in %}
+            when coalesce(channel_type, '') <> 'opt_in' then null
+            {%- endif %}
+            else authorization_ref_{{ p }}
+        end as consent_ref_{{ p }}
+        {%- endfor %}
+    from states
+{%- endmacro %}
+
+{#-
+    A date as text that sorts like the date (Julian day number, zero-padded: every valid
+    PostgreSQL date has a non-negative one of at most 10 digits), for the text[] keys above.
+-#}
+{% macro consent_day_key(column) -%}
+    lpad(to_char(({{ column }})::timestamp, 'J'), 10, '0')
 {%- endmacro %}

@@ -141,6 +141,41 @@
 {%- endmacro %}
 
 {#-
+    mark_unprocessed(rows, key_columns, stamp_column)
+
+    The rows of CTE `rows` (already narrowed by incremental_since) with a boolean
+    is_unprocessed: true when no row of the same key with the same stamp (loaded_at,
+    received_at) is in {{ this }}, i.e. the row was not processed yet. Models rewrite a key
+    only when any of its rows in the window is unprocessed (bool_or over the key, sharing
+    the sort of their deduplication window), and still choose the newest version among all
+    of the key's rows in the window. Why: the look-back window (hours) usually holds much
+    more than the new delivery - a whole load made shortly before - and re-deduplicating and
+    re-writing all of it made an incremental run cost a full build. A late-arriving row
+    (stamped before the last build, committed after it) has no processed twin, so it is
+    still picked up. A left join (one match at most: the table is unique on the key), not a
+    correlated `not exists`, so a large table is hashed or merged, never scanned per row.
+    All rows are unprocessed on full builds.
+-#}
+{% macro mark_unprocessed(rows, key_columns, stamp_column) -%}
+    select
+        {{ rows }}.*,
+        {% if is_incremental() -%}
+            processed.{{ stamp_column }} is null
+        {%- else -%}
+            true
+        {%- endif %} as is_unprocessed
+    from {{ rows }}
+    {%- if is_incremental() %}
+    left join {{ this }} as processed
+        on
+            {%- for column in key_columns %}
+            processed.{{ column }} = {{ rows }}.{{ column }} and
+            {%- endfor %}
+            processed.{{ stamp_column }} = {{ rows }}.{{ stamp_column }}
+    {%- endif %}
+{%- endmacro %}
+
+{#-
     Pre-hook of every model (dbt_project.yml): per-transaction settings for the analytic
     queries dbt runs. PostgreSQL's 4MB default work_mem makes the window functions and hash
     aggregates of the consent and clinical models spill to disk; JIT compilation costs more
@@ -152,5 +187,21 @@
         {{ exceptions.raise_compiler_error("var model_work_mem must look like 256MB, got '" ~ work_mem ~ "'") }}
     {%- endif -%}
     set local work_mem = '{{ work_mem }}';
-    set local jit = off
+    set local jit = off;
+    -- A build is re-runnable: no need to wait for each model's commit to reach disk (the
+    -- data stays consistent; a crash loses at most the last commits, which a re-run redoes).
+    set local synchronous_commit = off
+{%- endmacro %}
+
+{#-
+    Post-hook of every model (dbt_project.yml): `analyze` a table right after it is built.
+    A freshly created table has no statistics until autovacuum gets to it, so the models
+    built from it next would be planned blind (row counts and distinct values guessed),
+    which at scale picks nested loops over hash joins. Renders to nothing for views and
+    ephemeral models (dbt skips empty hooks).
+-#}
+{% macro analyze_built_table() -%}
+    {%- if config.get('materialized') in ('table', 'incremental') -%}
+        analyze {{ this }}
+    {%- endif -%}
 {%- endmacro %}

@@ -15,6 +15,7 @@
     the newest loaded_at already here, minus the look-back (incremental_since), and replaces
     those records (delete+insert on source_system + encounter_key). Landing replaces a record
     in place when a newer version arrives and stamps loaded_at again, so updates are seen too.
+    Within the window only records with a row not processed yet are rebuilt (mark_unprocessed).
 
     Kept at subject level on purpose: identity resolution may re-link subjects on any run, so
     person_token is attached when read, never frozen into an incremental
@@ -74,14 +75,21 @@ keyed as (
     from unioned
 ),
 
+marked as (
+    {{ mark_unprocessed('keyed', ['source_system', 'encounter_key'], 'loaded_at') }}
+),
+
 latest_versions as (
     select
         *,
         row_number() over (
             partition by source_system, encounter_key
             order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank
-    from keyed
+        ) as version_rank,
+        bool_or(is_unprocessed) over (
+            partition by source_system, encounter_key
+        ) as key_has_unprocessed
+    from marked
 ),
 
 final as (
@@ -103,7 +111,7 @@ final as (
         record_updated_at::timestamptz as record_updated_at,
         loaded_at::timestamptz as loaded_at
     from latest_versions
-    where version_rank = 1
+    where version_rank = 1 and key_has_unprocessed
 )
 
 select * from final

@@ -1,8 +1,9 @@
 {#-
-    Immunizations from FHIR and HL7 (VXU^V04 RXA).
-    Newest version of each source record (FHIR resource id; HL7 rows without an id stand
-    alone), attached to the resolved person. Records that did not happen (entered in error,
-    not done, cancelled) are dropped.
+    Immunizations from FHIR and HL7 (VXU^V04 RXA): the incremental
+    int_immunizations_deduplicated (newest version per source record) attached to the
+    resolved person from the current identity resolution, with its code sets. Records that
+    did not happen (entered in error, not done, cancelled) are dropped. A view, so a
+    re-linked subject moves to its new person at once.
 -#}
 with
 
@@ -10,81 +11,33 @@ xref as (
     select * from {{ ref('stg_hub__person_xref') }}
 ),
 
-fhir_immunizations as (
-    select * from {{ ref('stg_fhir__immunizations') }}
-),
-
-hl7_immunizations as (
-    select * from {{ ref('stg_hl7__immunizations') }}
+immunizations as (
+    select * from {{ ref('int_immunizations_deduplicated') }}
 ),
 
 code_sets as (
     {{ code_sets_by_code() }}
 ),
 
-unioned as (
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        immunization_token,
-        status,
-        code_system,
-        code,
-        display,
-        occurred_on as recorded_occurred_on
-    from fhir_immunizations
-
-    union all
-
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        immunization_token,
-        status,
-        code_system,
-        code,
-        display,
-        occurred_on as recorded_occurred_on
-    from hl7_immunizations
-),
-
-latest_versions as (
-    select
-        *,
-        row_number() over (
-            partition by source_system, coalesce(immunization_token, landing_row_id::text)
-            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank
-    from unioned
-),
-
 final as (
     select
         xref.person_token,
-        latest_versions.source_system,
-        latest_versions.immunization_token,
-        latest_versions.status,
-        latest_versions.code_system,
-        latest_versions.code,
-        latest_versions.display,
+        immunizations.source_system,
+        immunizations.immunization_token,
+        immunizations.status,
+        immunizations.code_system,
+        immunizations.code,
+        immunizations.display,
         coalesce(code_sets.code_sets, array[]::text[]) as code_sets,
-        coalesce(latest_versions.recorded_occurred_on, {{ to_utc_date('latest_versions.record_updated_at') }}) as occurred_on
-    from latest_versions
+        immunizations.occurred_on
+    from immunizations
     inner join xref
-        on latest_versions.subject_token = xref.subject_token
+        on immunizations.subject_token = xref.subject_token
     left join code_sets
         on
-            latest_versions.code_system = code_sets.code_system
-            and latest_versions.code = code_sets.code
-    where
-        latest_versions.version_rank = 1
-        and coalesce(latest_versions.status, '') not in {{ not_done_statuses() }}
+            immunizations.code_system = code_sets.code_system
+            and immunizations.code = code_sets.code
+    where coalesce(immunizations.status, '') not in {{ not_done_statuses() }}
 )
 
 select * from final

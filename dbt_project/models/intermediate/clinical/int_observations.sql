@@ -1,8 +1,9 @@
 {#-
-    Observations (labs, vitals) from FHIR and HL7 (ORU^R01 OBX).
-    Newest version of each source record (FHIR resource id; HL7 rows without an id stand
-    alone), attached to the resolved person. Records that did not happen (entered in error,
-    not done, cancelled) are dropped.
+    Observations (labs, vitals) from FHIR and HL7 (ORU^R01 OBX): the incremental
+    int_observations_deduplicated (newest version per source record) attached to the
+    resolved person from the current identity resolution, with its code sets. Records that
+    did not happen (entered in error, not done, cancelled) are dropped. A view, so a
+    re-linked subject moves to its new person at once.
 -#}
 with
 
@@ -10,88 +11,36 @@ xref as (
     select * from {{ ref('stg_hub__person_xref') }}
 ),
 
-fhir_observations as (
-    select * from {{ ref('stg_fhir__observations') }}
-),
-
-hl7_observations as (
-    select * from {{ ref('stg_hl7__observations') }}
+observations as (
+    select * from {{ ref('int_observations_deduplicated') }}
 ),
 
 code_sets as (
     {{ code_sets_by_code() }}
 ),
 
-unioned as (
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        observation_token,
-        status,
-        code_system,
-        code,
-        display,
-        value_number,
-        unit,
-        observed_at as recorded_observed_at
-    from fhir_observations
-
-    union all
-
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        observation_token,
-        status,
-        code_system,
-        code,
-        display,
-        value_number,
-        unit,
-        observed_at as recorded_observed_at
-    from hl7_observations
-),
-
-latest_versions as (
-    select
-        *,
-        row_number() over (
-            partition by source_system, coalesce(observation_token, landing_row_id::text)
-            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank
-    from unioned
-),
-
 final as (
     select
         xref.person_token,
-        latest_versions.source_system,
-        latest_versions.observation_token,
-        latest_versions.status,
-        latest_versions.code_system,
-        latest_versions.code,
-        latest_versions.display,
-        latest_versions.value_number,
-        latest_versions.unit,
+        observations.source_system,
+        observations.observation_token,
+        observations.status,
+        observations.code_system,
+        observations.code,
+        observations.display,
+        observations.value_number,
+        observations.unit,
         coalesce(code_sets.code_sets, array[]::text[]) as code_sets,
-        coalesce(latest_versions.recorded_observed_at, latest_versions.record_updated_at) as observed_at,
-        {{ to_utc_date('coalesce(latest_versions.recorded_observed_at, latest_versions.record_updated_at)') }} as observed_on
-    from latest_versions
+        observations.observed_at,
+        observations.observed_on
+    from observations
     inner join xref
-        on latest_versions.subject_token = xref.subject_token
+        on observations.subject_token = xref.subject_token
     left join code_sets
         on
-            latest_versions.code_system = code_sets.code_system
-            and latest_versions.code = code_sets.code
-    where
-        latest_versions.version_rank = 1
-        and coalesce(latest_versions.status, '') not in {{ not_done_statuses() }}
+            observations.code_system = code_sets.code_system
+            and observations.code = code_sets.code
+    where coalesce(observations.status, '') not in {{ not_done_statuses() }}
 )
 
 select * from final

@@ -2,8 +2,9 @@
     Why a person was in or out of each purpose on any date: consent state as intervals
     [valid_from, valid_to] (valid_to null = still in force), one row per person x purpose x
     stretch of unchanged state. State can only change on an event's day or the day after a
-    permit expires, so the rules are evaluated on exactly those days (same macro as
-    int_consent_state) and equal neighbours are merged.
+    permit expires, so the rules are evaluated on exactly those days (same rules as
+    int_consent_state, in their per-person wide form: the change detection below reuses the
+    decisions' sort by person and day) and equal neighbours are merged.
 -#}
 with
 
@@ -27,39 +28,36 @@ change_days as (
 ),
 
 decisions as (
-    {{ consent_decisions('change_days', 'consent_events') }}
+    {{ consent_decisions_wide('change_days', 'consent_events') }}
 ),
 
 with_previous as (
     select
-        person_token,
-        purpose,
-        as_of,
-        allowed,
-        reason,
-        consent_ref,
-        lag(reason) over (
-            partition by person_token, purpose order by as_of
-        ) as previous_reason,
-        lag(consent_ref) over (
-            partition by person_token, purpose order by as_of
-        ) as previous_consent_ref
+        *
+        {%- for purpose in consent_purposes() %},
+        lag(reason_{{ purpose }}) over by_day as previous_reason_{{ purpose }},
+        lag(consent_ref_{{ purpose }}) over by_day as previous_consent_ref_{{ purpose }}
+        {%- endfor %}
     from decisions
+    window by_day as (partition by person_token order by as_of)
 ),
 
 changes as (
+    {%- for purpose in consent_purposes() %}
     select
         person_token,
-        purpose,
+        '{{ purpose }}'::text as purpose,
         as_of as valid_from,
-        allowed,
-        reason,
-        consent_ref
+        reason_{{ purpose }} = 'ok' as allowed,
+        reason_{{ purpose }} as reason,
+        consent_ref_{{ purpose }} as consent_ref
     from with_previous
     where
-        previous_reason is null
-        or previous_reason is distinct from reason
-        or previous_consent_ref is distinct from consent_ref
+        previous_reason_{{ purpose }} is null
+        or previous_reason_{{ purpose }} is distinct from reason_{{ purpose }}
+        or previous_consent_ref_{{ purpose }} is distinct from consent_ref_{{ purpose }}
+    {{ 'union all' if not loop.last }}
+    {%- endfor %}
 ),
 
 final as (

@@ -16,7 +16,8 @@
     received_at already here, minus the look-back (incremental_since), and replaces those
     event ids (delete+insert). Filtering on received_at, not occurred_at, is what handles
     late-arriving events: an open that happened last week but reached the hub today is
-    picked up today.
+    picked up today. Within the window only event ids with a copy not processed yet are
+    rebuilt (mark_unprocessed).
 -#}
 with
 
@@ -25,9 +26,15 @@ events as (
     where {{ incremental_since('received_at') }}
 ),
 
+marked as (
+    {{ mark_unprocessed('events', ['event_id'], 'received_at') }}
+),
+
 deduplicated as (
-    select distinct on (event_id) *
-    from events
+    select distinct on (event_id)
+        *,
+        bool_or(is_unprocessed) over (partition by event_id) as key_has_unprocessed
+    from marked
     order by event_id asc, received_at asc, occurred_at asc
 ),
 
@@ -45,6 +52,7 @@ final as (
         recipient_domain::text as recipient_domain,
         received_at::timestamptz as received_at
     from deduplicated
+    where key_has_unprocessed
 )
 
 select * from final

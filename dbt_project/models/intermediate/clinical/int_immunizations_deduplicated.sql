@@ -1,0 +1,107 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['source_system', 'immunization_key'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        indexes=[{'columns': ['subject_token']}],
+    )
+}}
+{#-
+    Immunizations from FHIR and HL7 VXU (RXA), newest version of each source record (FHIR
+    resource id; an HL7 row without an id stands alone), keyed by source record.
+
+    Incremental, as int_encounters_deduplicated and for the same reasons: a run reads only
+    landing rows loaded since the newest loaded_at already here, minus the look-back
+    (incremental_since), and replaces those records (delete+insert on source_system +
+    immunization_key); landing re-stamps loaded_at when it replaces a record, so updates and
+    late-arriving rows are seen. Within the window only records with a row not processed yet
+    are rebuilt (mark_unprocessed). Kept at subject level (person attached when read, in
+    int_immunizations) and with every status.
+-#}
+with
+
+fhir_immunizations as (
+    select * from {{ ref('stg_fhir__immunizations') }}
+    where {{ incremental_since('loaded_at') }}
+),
+
+hl7_immunizations as (
+    select * from {{ ref('stg_hl7__immunizations') }}
+    where {{ incremental_since('loaded_at') }}
+),
+
+unioned as (
+    select
+        source_system,
+        landing_row_id,
+        loaded_at,
+        record_updated_at,
+        subject_token,
+        immunization_token,
+        status,
+        code_system,
+        code,
+        display,
+        occurred_on
+    from fhir_immunizations
+
+    union all
+
+    select
+        source_system,
+        landing_row_id,
+        loaded_at,
+        record_updated_at,
+        subject_token,
+        immunization_token,
+        status,
+        code_system,
+        code,
+        display,
+        occurred_on
+    from hl7_immunizations
+),
+
+keyed as (
+    select
+        *,
+        coalesce(immunization_token, 'row:' || landing_row_id::text) as immunization_key
+    from unioned
+),
+
+marked as (
+    {{ mark_unprocessed('keyed', ['source_system', 'immunization_key'], 'loaded_at') }}
+),
+
+latest_versions as (
+    select
+        *,
+        row_number() over (
+            partition by source_system, immunization_key
+            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
+        ) as version_rank,
+        bool_or(is_unprocessed) over (
+            partition by source_system, immunization_key
+        ) as key_has_unprocessed
+    from marked
+),
+
+final as (
+    select
+        source_system::text as source_system,
+        immunization_key::text as immunization_key,
+        subject_token::text as subject_token,
+        immunization_token::text as immunization_token,
+        status::text as status,
+        code_system::text as code_system,
+        code::text as code,
+        display::text as display,
+        coalesce(occurred_on, {{ to_utc_date('record_updated_at') }})::date as occurred_on,
+        record_updated_at::timestamptz as record_updated_at,
+        loaded_at::timestamptz as loaded_at
+    from latest_versions
+    where version_rank = 1 and key_has_unprocessed
+)
+
+select * from final

@@ -1,0 +1,115 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['source_system', 'observation_key'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        indexes=[{'columns': ['subject_token']}],
+    )
+}}
+{#-
+    Observations (labs, vitals) from FHIR and HL7 ORU (OBX), newest version of each source
+    record (FHIR resource id; an HL7 row without an id stands alone), keyed by source record.
+
+    Incremental, as int_encounters_deduplicated and for the same reasons: observations are
+    the largest append-heavy clinical table, so a run reads only landing rows loaded since
+    the newest loaded_at already here, minus the look-back (incremental_since), and replaces
+    those records (delete+insert on source_system + observation_key). Landing replaces a
+    record in place when a newer version arrives and stamps loaded_at again, so updates and
+    late-arriving rows are seen too. Within the window only records with a row not
+    processed yet are rebuilt (mark_unprocessed). Kept at subject level (person attached when read, in
+    int_observations) and with every status (a record can turn into entered-in-error).
+-#}
+with
+
+fhir_observations as (
+    select * from {{ ref('stg_fhir__observations') }}
+    where {{ incremental_since('loaded_at') }}
+),
+
+hl7_observations as (
+    select * from {{ ref('stg_hl7__observations') }}
+    where {{ incremental_since('loaded_at') }}
+),
+
+unioned as (
+    select
+        source_system,
+        landing_row_id,
+        loaded_at,
+        record_updated_at,
+        subject_token,
+        observation_token,
+        status,
+        code_system,
+        code,
+        display,
+        value_number,
+        unit,
+        observed_at
+    from fhir_observations
+
+    union all
+
+    select
+        source_system,
+        landing_row_id,
+        loaded_at,
+        record_updated_at,
+        subject_token,
+        observation_token,
+        status,
+        code_system,
+        code,
+        display,
+        value_number,
+        unit,
+        observed_at
+    from hl7_observations
+),
+
+keyed as (
+    select
+        *,
+        coalesce(observation_token, 'row:' || landing_row_id::text) as observation_key
+    from unioned
+),
+
+marked as (
+    {{ mark_unprocessed('keyed', ['source_system', 'observation_key'], 'loaded_at') }}
+),
+
+latest_versions as (
+    select
+        *,
+        row_number() over (
+            partition by source_system, observation_key
+            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
+        ) as version_rank,
+        bool_or(is_unprocessed) over (
+            partition by source_system, observation_key
+        ) as key_has_unprocessed
+    from marked
+),
+
+final as (
+    select
+        source_system::text as source_system,
+        observation_key::text as observation_key,
+        subject_token::text as subject_token,
+        observation_token::text as observation_token,
+        status::text as status,
+        code_system::text as code_system,
+        code::text as code,
+        display::text as display,
+        value_number::double precision as value_number,
+        unit::text as unit,
+        coalesce(observed_at, record_updated_at)::timestamptz as observed_at,
+        {{ to_utc_date('coalesce(observed_at, record_updated_at)') }} as observed_on,
+        record_updated_at::timestamptz as record_updated_at,
+        loaded_at::timestamptz as loaded_at
+    from latest_versions
+    where version_rank = 1 and key_has_unprocessed
+)
+
+select * from final
