@@ -79,6 +79,12 @@ def collect_summary(warehouse: Warehouse) -> dict[str, object]:
         events = conn.execute(
             "select event_type, count(*) from engagement.events group by 1 order by 1"
         ).fetchall()
+        journeys = conn.execute(
+            "select journey, count(*), count(*) filter (where status = 'active'),"
+            " coalesce(sum(sends), 0) from journeys.positions"
+            " left join (select journey, sum(sends) as sends from marts.journey_step_metrics"
+            " group by 1) m using (journey) group by 1 order by 1"
+        ).fetchall()
     return {
         "sources": [
             {"source": s, "files": f, "read": r, "loaded": lo, "quarantined": q}
@@ -88,6 +94,11 @@ def collect_summary(warehouse: Warehouse) -> dict[str, object]:
         "audiences": [{"audience": a, "purpose": p, "members": n} for a, p, n in segments],
         "contacts_pushed": pushed,
         "events": dict(events),
+        "journeys": [
+            {"journey": j, "entered": n, "active": a, "sends": int(sends)}
+            for j, n, a, sends in journeys
+        ],
+        "report": str(state_dir() / "reports" / "campaign_report.html"),
     }
 
 
@@ -110,9 +121,15 @@ def print_summary(
     console.print(f"Contacts pushed to the engine: {summary['contacts_pushed']:,}")
     events = ", ".join(f"{k} {v:,}" for k, v in summary["events"].items()) or "none"
     console.print(f"Events read back: {events}")
+    for row in summary["journeys"]:
+        console.print(
+            f"Journey {row['journey']}: {row['entered']:,} entered, {row['active']:,} in"
+            f" progress, {row['sends']:,} messages sent"
+        )
     console.print(f"Finished in {summary['seconds']} s.\n")
     console.print("[bold]Where to look next[/]")
     console.print(f"  Dagster UI:  make dev   (DAGSTER_HOME={dagster_home}, http://127.0.0.1:3000)")
+    console.print(f"  Report:      {summary['report']}")
     console.print(f"  SQL (psql):  psql '{warehouse.display_url()}'")
     console.print("               e.g. select * from marts.audience_membership limit 10;")
     console.print("  Stop the embedded database: .venv/bin/hub db stop")
