@@ -81,7 +81,7 @@ def collect_summary(warehouse: Warehouse) -> dict[str, object]:
         ).fetchall()
         journeys = conn.execute(
             "select journey, count(*), count(*) filter (where status = 'active'),"
-            " coalesce(sum(sends), 0) from journeys.positions"
+            " coalesce(max(m.sends), 0) from journeys.positions"
             " left join (select journey, sum(sends) as sends from marts.journey_step_metrics"
             " group by 1) m using (journey) group by 1 order by 1"
         ).fetchall()
