@@ -15,7 +15,19 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
-KEEP_TYPES = {"text", "date", "timestamptz", "boolean", "float8"}
+# keep:<type> -> the landing column's SQL type. code, unit and uri are text columns whose
+# values must also fit a shape (domain.protect.KEEP_SHAPES): a code-shaped field cannot carry
+# a name, address or note typed into it by a source system; one that does not fit is nulled.
+KEEP_TYPES: dict[str, str] = {
+    "text": "text",
+    "code": "text",
+    "unit": "text",
+    "uri": "text",
+    "date": "date",
+    "timestamptz": "timestamptz",
+    "boolean": "boolean",
+    "float8": "float8",
+}
 # generalization rule -> (landing column template, SQL type)
 GENERALIZE_RULES = {
     "birth_year": ("birth_year", "integer"),
@@ -129,7 +141,7 @@ def landing_columns(entity: EntityPolicy) -> list[LandingColumn]:
             elif action == "tokenize_subject":
                 columns.append(LandingColumn(field.replace("_id", "_token"), "text"))
             elif kind == "keep":
-                columns.append(LandingColumn(field, argument))
+                columns.append(LandingColumn(field, KEEP_TYPES[argument]))
             elif kind == "generalize":
                 template, sql_type = GENERALIZE_RULES[argument]
                 columns.append(LandingColumn(template.format(field=field), sql_type))

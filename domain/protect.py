@@ -7,6 +7,16 @@ Speed: this runs once per record on ingest, so the field policy is compiled once
 into, per field, either "copy as is" (keep) or a tuple of small bound functions, and tokens
 come from per-namespace keyed HMAC states (`Tokenizer.namespace`). Subject tokens, which
 repeat across a person's records, are memoized per run. What is computed is unchanged.
+
+Kept free text is guarded (docs/reliability.md): a source system can type a name, email,
+phone or date into a field the policy keeps (state, language, race text, a code's display).
+Each text/code/unit/uri value must fit its shape (KEEP_SHAPES) and hold no DLP pattern
+(domain.dlp.PATTERNS); in records that carry direct identifiers (patient, contact) it must
+also not contain the record's own name, email, phone, street or SSN/MRN. A value failing
+any rule is nulled and counted in Protector.dropped[(entity, field, reason)] (names only).
+Cost: values that passed the pattern rules are remembered per field (codes, statuses and
+displays repeat), so the common case is one set lookup; the own-identifier rule runs only
+for records with identifiers in them.
 """
 
 from __future__ import annotations
@@ -17,6 +27,22 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from domain.dlp import MIN_EXACT_LENGTH, fold
+from domain.kept_guard import (
+    ACCEPTED_CACHE_SIZE,
+    DIGITS_ONLY,
+    KEEP_SHAPES,
+    NOTHING_TO_MATCH,
+    OWN_IDENTIFIERS,
+    PRECHECK_IDENTIFIERS,
+    VOCABULARY,
+    FieldGuard,
+    RowGuard,
+    contains_whole,
+    get_or_none,
+    getter_of,
+    row_text,
+)
 from domain.normalize import normalize_email, normalize_identifier, normalize_name
 from domain.policy import EntityPolicy, FieldPolicy, landing_columns
 from domain.records import SourceRecord
@@ -45,6 +71,7 @@ class _EntityPlan:
     """An entity's policy compiled for one tokenizer and cipher (see Protector._compile)."""
 
     steps: dict[str, tuple[Step, ...] | None]  # field -> steps, or KEEP
+    guard: RowGuard | None  # the guarded keep fields, if any
     identity: Callable[[dict[str, Any]], list[tuple[str, str]]] | None
 
 
@@ -60,6 +87,9 @@ class Protector:
     tokenizer: Tokenizer
     cipher: VaultCipher
     unknown_fields: Counter = field(default_factory=Counter)  # field names only, never values
+    # (entity, field, reason) -> kept values nulled by the guard; reason: not_code, dlp:<kind>
+    # or own_identifier. Names only, never values.
+    dropped: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._columns = {
@@ -91,8 +121,120 @@ class Protector:
                     step(value, subject_system, subject_token, landing, vault)
             elif name not in steps:
                 self.unknown_fields[f"{record.entity}.{name}"] += 1
+        guard = plan.guard
+        if guard is not None:
+            try:
+                row = guard.getter(landing)  # in C
+            except KeyError:  # a guarded field absent from this source's records
+                guard.getter = get_or_none(guard.names)
+                row = guard.getter(landing)
+            try:
+                seen = guard.clean_rows.get(row)  # the common case: a known clean row
+            except TypeError:  # an unhashable value
+                seen = None
+            if seen is None:
+                seen = self._check_row(record.entity, guard, landing, row)
+            if seen is not NOTHING_TO_MATCH:
+                self._drop_own_identifiers(record.entity, guard, seen, values, landing)
         identity = plan.identity(values) if plan.identity is not None else []
         return ProtectedRecord(record.entity, subject_token, landing, vault, identity)
+
+    # the guard of kept text
+
+    def _check_row(
+        self, entity: str, guard: RowGuard, landing: dict[str, Any], row: tuple[Any, ...]
+    ) -> tuple[str, bool]:
+        """Apply the field guards to a record's guarded values (nulling and counting what
+        fails) and return what the own-identifier rule needs of them (row_text); remember
+        it for the row when all values were clean."""
+        clean = True
+        for name, field_guard in zip(guard.names, guard.guards, strict=True):
+            value = landing.get(name)
+            if value is None or (value.__class__ is str and value in field_guard):
+                continue
+            if self._guarded(entity, name, field_guard, value) is None:
+                landing[name] = None
+                clean = False
+        if not clean:
+            row = tuple(landing.get(n) for n in guard.names)
+        seen = row_text(row, guard.texts) if guard.identifiers else NOTHING_TO_MATCH
+        if clean:
+            try:
+                if len(guard.clean_rows) >= ACCEPTED_CACHE_SIZE:
+                    guard.clean_rows.clear()  # bounded memory; re-checking is correct
+                guard.clean_rows[row] = seen
+            except TypeError:  # an unhashable (yet clean) value: not remembered
+                pass
+        return seen
+
+    def _guarded(self, entity: str, name: str, guard: FieldGuard, value: Any) -> Any:
+        """`value` if it passes the guard's shape and pattern rules, else None (counted)."""
+        reason = guard.reason(value)
+        if reason is None:
+            if value.__class__ is str:
+                if len(guard) >= ACCEPTED_CACHE_SIZE:
+                    guard.clear()  # bounded memory; re-checking is correct, only slower
+                    guard.add("")
+                guard.add(value)
+            return value
+        self.dropped[(entity, name, reason)] += 1
+        return None
+
+    def _drop_own_identifiers(
+        self,
+        entity: str,
+        guard: RowGuard,
+        seen: tuple[str, bool],
+        values: dict[str, Any],
+        landing: dict[str, Any],
+    ) -> None:
+        """Null each kept value holding one of the record's own direct identifiers
+        (case- and accent-insensitive, whole words; values shorter than
+        domain.dlp.MIN_EXACT_LENGTH are too common to mean anything)."""
+        identifiers, guarded = guard.identifiers, guard.names
+        joined, digit_run = seen
+        # Fast pre-check (the common case ends here): no name or street occurs anywhere in
+        # the kept values, and no run of 7 digits could be a phone/SSN/MRN typed without
+        # separators (emails, and phones/SSNs with them, are DLP pattern hits already).
+        if not digit_run:
+            for name in PRECHECK_IDENTIFIERS:
+                raw = values.get(name)
+                if (
+                    raw.__class__ is str
+                    and len(raw) >= MIN_EXACT_LENGTH
+                    and (raw.casefold() if raw.isascii() else fold(raw)).strip() in joined
+                ):
+                    break
+            else:
+                return
+        # Something may match: the exact rules, whole words, outside standard vocabulary.
+        needles: list[str] = []
+        for name in identifiers:
+            raw = values.get(name)
+            if raw is None or raw == "":
+                continue
+            text = str(raw)
+            folded = fold(text).strip()
+            if len(folded) >= MIN_EXACT_LENGTH:
+                needles.append(folded)
+            digits = DIGITS_ONLY.sub("", text)  # a phone or SSN typed without separators
+            if len(digits) >= 7 and digits != folded:
+                needles.append(digits)
+        if not needles:
+            return
+        kept = [
+            (n, folded)
+            for n in guarded
+            if (v := landing.get(n)).__class__ is str
+            and v
+            and (folded := fold(v)) not in VOCABULARY
+        ]
+        if not kept:
+            return
+        for name, value in kept:
+            if any(contains_whole(value, needle) for needle in needles):
+                landing[name] = None
+                self.dropped[(entity, name, "own_identifier")] += 1
 
     # subject tokens
 
@@ -125,16 +267,27 @@ class Protector:
     def _compile(self, entity: str) -> _EntityPlan:
         policy = self.policy.entities[entity]  # KeyError for an entity the policy lacks
         steps: dict[str, tuple[Step, ...] | None] = {}
+        guarded: dict[str, FieldGuard] = {}
         for name, actions in policy.fields.items():
+            for action in actions:
+                if action.startswith("keep:") and action[5:] in KEEP_SHAPES:
+                    guarded[name] = FieldGuard(action[5:])
             if len(actions) == 1 and actions[0].startswith("keep:"):
-                steps[name] = KEEP
+                steps[name] = KEEP  # guarded values are checked per row (RowGuard)
             else:
-                steps[name] = tuple(s for a in actions if (s := self._step(a, name)) is not None)
+                steps[name] = tuple(
+                    s for a in actions if (s := self._step(a, name, entity)) is not None
+                )
+        guard = None
+        if guarded:
+            identifiers = tuple(n for n in OWN_IDENTIFIERS if n in policy.fields)
+            names = tuple(guarded)
+            guard = RowGuard(names, tuple(guarded.values()), getter_of(names), identifiers)
         identity = self._identity_function(policy) if policy.identity_keys else None
-        plan = self._plans[entity] = _EntityPlan(steps, identity)
+        plan = self._plans[entity] = _EntityPlan(steps, guard, identity)
         return plan
 
-    def _step(self, action: str, name: str) -> Step | None:
+    def _step(self, action: str, name: str, entity: str) -> Step | None:
         """The function applying one validated policy action to field `name` (None: nothing)."""
         if action in ("subject", "drop"):
             return None
@@ -164,6 +317,16 @@ class Protector:
                     vault.append((name, version, blob))
 
             return seal
+        if action.startswith("keep:") and action[5:] in KEEP_SHAPES:
+            guard, guarded = FieldGuard(action[5:]), self._guarded
+
+            def keep_guarded(
+                value: Any, system: Any, subject: str, landing: dict, vault: Vault
+            ) -> None:
+                clean = value is None or (value.__class__ is str and value in guard)
+                landing[name] = value if clean else guarded(entity, name, guard, value)
+
+            return keep_guarded
         if action.startswith("keep:"):
 
             def keep(value: Any, system: Any, subject: str, landing: dict, vault: Vault) -> None:
