@@ -134,33 +134,52 @@ def sync(
     batch_size: int = typer.Option(1000, "--batch-size", min=1, max=1000),
     concurrency: int = typer.Option(2, "--concurrency", min=1, max=16),
     max_reject_share: float = typer.Option(0.05, "--max-reject-share", min=0.0, max=1.0),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Push without the confirmation prompt."),
 ) -> None:
     """Sync one audience to the email engine (diff against what was last synced).
 
-    Exit status: 0 done (or dry run), 3 blocked for want of an approval, 4 alert (the engine
-    rejected more than --max-reject-share of the rows).
+    On a terminal, a real run first shows the dry-run preview and asks for confirmation
+    (--yes skips it; scripts and --json never prompt).
+
+    Exit status: 0 done (or dry run), 1 not confirmed, 3 blocked for want of an approval,
+    4 alert (the engine rejected more than --max-reject-share of the rows).
     """
     from pipelines.definitions import resources
     from services.sync import last_dry_run, sync_audience
 
     engine_resource = resources()["email_engine"]
     warehouse = _warehouse()
+    confirm = not (dry_run or yes or as_json) and _interactive()
     try:
         with warehouse.connect() as conn, _sync_progress(enabled=not as_json) as progress:
+
+            def run(preview: bool):
+                return sync_audience(
+                    conn,
+                    engine_resource.engine(),
+                    _privacy().vault_cipher(),
+                    destination=to,
+                    audience=audience,
+                    mode=mode,
+                    dry_run=preview,
+                    batch_size=batch_size,
+                    concurrency=concurrency,
+                    max_reject_share=max_reject_share,
+                    on_progress=progress,
+                )
+
+            if confirm:
+                preview = run(True).as_dict()
+                typer.echo(
+                    f"{audience} -> {to}: {preview['added']} adds, {preview['updated']} updates,"
+                    f" {preview['removed']} removes; excluded {preview['excluded']}"
+                    f" {preview['excluded_by_reason']}"
+                )
+                if not typer.confirm(f"Push these changes to {to}?", default=False):
+                    typer.echo("Nothing pushed.")
+                    raise typer.Exit(1)
             previous = None if dry_run else last_dry_run(conn, to, audience)
-            result = sync_audience(
-                conn,
-                engine_resource.engine(),
-                _privacy().vault_cipher(),
-                destination=to,
-                audience=audience,
-                mode=mode,
-                dry_run=dry_run,
-                batch_size=batch_size,
-                concurrency=concurrency,
-                max_reject_share=max_reject_share,
-                on_progress=progress,
-            )
+            result = run(dry_run)
     finally:
         engine_resource.teardown_after_execution(None)
     summary = result.as_dict()
@@ -186,6 +205,11 @@ def sync(
             )
     if not dry_run and result.status in ("blocked", "alert"):
         raise typer.Exit(3 if result.status == "blocked" else 4)
+
+
+def _interactive() -> bool:
+    """Whether a person is at the keyboard (prompts make sense), not a script or a pipe."""
+    return sys.stdin.isatty()
 
 
 def _sync_progress(enabled: bool):

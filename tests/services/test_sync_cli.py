@@ -60,3 +60,32 @@ def test_review_gate_approval_and_dry_run_comparison(cli_env):
     assert "expected 25 adds" in done.output  # the stored dry run, for comparison
     for output in (preview.output, blocked.output, done.output):
         assert "@" not in output and "Name1" not in output
+
+
+def synced_members(sync_db, audience: str) -> int:
+    with sync_db.connect() as conn:
+        return conn.execute(
+            "select count(*) from activation.sync_state where audience = %s", (audience,)
+        ).fetchone()[0]
+
+
+def test_on_a_terminal_a_real_sync_previews_and_asks_first(cli_env, sync_db, monkeypatch):
+    """Declining pushes nothing; confirming pushes exactly what the preview showed."""
+    assert (
+        runner.invoke(
+            app, ["approve", "winback", "--to", "sandbox", "--by", "Jane Reviewer", "--note", "ok"]
+        ).exit_code
+        == 0
+    )
+    monkeypatch.setattr("pipelines.cli._interactive", lambda: True)
+
+    declined = runner.invoke(app, ["sync", "winback", "--to", "sandbox"], input="n\n")
+    assert declined.exit_code == 1, declined.output
+    assert "winback -> sandbox: 25 adds" in declined.output
+    assert "Nothing pushed." in declined.output
+    assert synced_members(sync_db, "winback") == 0
+
+    confirmed = runner.invoke(app, ["sync", "winback", "--to", "sandbox"], input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "pushed 25 adds" in confirmed.output
+    assert synced_members(sync_db, "winback") == 25
