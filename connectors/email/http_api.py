@@ -20,11 +20,9 @@ Throughput: one connection pool per thread, so a sync may push several batches a
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import random
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +54,7 @@ from connectors.email.errors import (
 from connectors.email.events import EventRow, RowPage
 from connectors.email.ratelimit import TokenBucket
 from connectors.email.signing import SIGNATURE_HEADER, signature_header
+from connectors.http_common import certificate_refused, parse_retry_after
 from domain.reasons import REASONS
 
 __all__ = ["HttpEngine", "batched"]
@@ -284,7 +283,7 @@ class HttpEngine(EmailEngine):
             try:
                 resp = self._send(method, path, body, params, idempotency_key)
             except requests.exceptions.SSLError as exc:
-                if _certificate_refused(exc):
+                if certificate_refused(exc):
                     raise EngineTlsError(
                         f"{op}: the engine's TLS certificate was not trusted (check ca_file)"
                     ) from None  # the chained text would only repeat the URL
@@ -357,7 +356,7 @@ class HttpEngine(EmailEngine):
 
     def _retry_after(self, op: str, resp: requests.Response, rate_limited: bool) -> float | None:
         """Seconds the engine asked us to wait, or None to use our own backoff."""
-        seconds = _parse_retry_after(resp.headers.get("Retry-After"), self._clock())
+        seconds = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
         if seconds is not None and seconds > self.max_retry_after:
             # Blocking that long would stall the run; give up now and let the caller defer.
             error = EngineRateLimited if rate_limited else EngineUnavailable
@@ -380,36 +379,6 @@ def _seg(value: str) -> str:
 def _check_batch(size: int, op: str) -> None:
     if size > MAX_BATCH:
         raise EngineBatchTooLarge(f"{op}: {size} entries; at most {MAX_BATCH} per request")
-
-
-def _parse_retry_after(value: str | None, now: float) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _certificate_refused(exc: BaseException) -> bool:
-    """Whether an SSLError is a certificate verdict (permanent), not a dropped connection."""
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return True
-        stack.extend([*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)])
-    return False
 
 
 def _client_error(op: str, resp: requests.Response) -> Exception:

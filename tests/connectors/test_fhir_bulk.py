@@ -39,7 +39,7 @@ from connectors.fhir.bulk.errors import outcome_code, safe_code
 from connectors.fhir.bulk.jws import public_jwk
 from connectors.fhir.bulk.manifest import Manifest, ManifestFile, parse_manifest
 from connectors.fhir.bulk.testserver import BulkTestServer
-from connectors.fhir.bulk.transport import parse_retry_after
+from connectors.http_common import parse_retry_after
 from domain.reasons import REASONS
 from domain.records import Rejection, SourceRecord
 from sandbox.tls import TlsMaterial, ensure_local_ca

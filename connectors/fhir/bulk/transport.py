@@ -17,16 +17,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import logging
 import random
-import re
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -37,11 +32,11 @@ from connectors.fhir.bulk.errors import (
     BulkUnavailable,
     outcome_code,
 )
+from connectors.http_common import certificate_refused, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "audience-hub-bulk-client/1"
-_SECONDS = re.compile(r"\d{1,9}(?:\.\d{1,6})?")
 # Raised by requests/urllib3 when a connection drops: as transient as a 503.
 TRANSIENT_ERRORS = (
     requests.exceptions.ConnectionError,
@@ -56,37 +51,6 @@ def require_https(url: str, what: str) -> str:
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError(f"{what} must be an absolute https:// URL (plain http is refused)")
     return url
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), else None."""
-    if not value:
-        return None
-    value = value.strip()
-    if _SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def certificate_refused(exc: BaseException) -> bool:
-    """Whether an SSLError is a certificate verdict (permanent), not a dropped connection."""
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return True
-        stack.extend([*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)])
-    return False
 
 
 @dataclass
