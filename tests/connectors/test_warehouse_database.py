@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors.warehouse.database import Warehouse
+from connectors.warehouse.embedded import tuning
 
 
 def test_database_url_is_used_as_is_and_the_schema_applies(warehouse):
@@ -29,3 +30,24 @@ def test_dbt_env_uses_the_embedded_servers_unix_socket(warehouse):
     env = warehouse.dbt_env()
     assert env["HUB_PG_HOST"].startswith("/")
     assert env["HUB_PG_DBNAME"] == "audience_hub"
+
+
+def test_the_embedded_server_is_tuned_to_the_machine_but_stays_durable(warehouse):
+    with warehouse.connect() as conn:
+        settings = dict(
+            conn.execute(
+                "select name, setting from pg_settings where name in"
+                " ('jit', 'wal_level', 'fsync', 'synchronous_commit', 'full_page_writes')"
+            ).fetchall()
+        )
+    assert settings["jit"] == "off"
+    assert settings["wal_level"] == "minimal"
+    assert settings["fsync"] == settings["synchronous_commit"] == "on"
+    assert settings["full_page_writes"] == "on"
+
+
+def test_tuning_scales_with_memory_within_bounds():
+    small, large = tuning(2 << 30), tuning(256 << 30)
+    assert small["shared_buffers"] == "512MB"
+    assert large["shared_buffers"] == "4096MB"  # capped: the OS page cache does the rest
+    assert tuning(256 << 20)["shared_buffers"] == "128MB"  # never below PostgreSQL's default
