@@ -161,12 +161,14 @@ def _targets(results: Results, sizes: list[int]) -> list[str]:
         x, y = rate(a, size), rate(b, size)
         return None if x is None or not y else x / y
 
-    def protect_share(size: int) -> float | None:
+    def protect_added(size: int) -> float | None:
+        """What protection adds to ingestion: protect time over the rest of ingest time."""
         p = seconds("protect.records", size)
         ingest = [seconds(k, size) for k in ("ingest.fhir.fast", "ingest.hl7", "ingest.crm")]
         if p is None or any(i is None for i in ingest):
             return None
-        return 100 * p / sum(ingest)  # type: ignore[arg-type]
+        rest = sum(ingest) - p  # type: ignore[arg-type]
+        return 100 * p / rest if rest > 0 else math.inf
 
     def peak(size: int) -> float | None:
         values = [
@@ -187,8 +189,8 @@ def _targets(results: Results, sizes: list[int]) -> list[str]:
          lambda z: ratio("ingest.hl7", "baseline.hl7apy", z), lambda v: v >= 200, "{:,.0f}x"),
         ("CRM CSV ingest ≥ 500,000 rows/s", lambda z: rate("ingest.crm", z),
          lambda v: v >= 500_000, "{:,.0f}/s"),
-        ("protection ≤ 30% of ingest time (protect s ÷ ingest s, 3 sources)", protect_share,
-         lambda v: v <= 30, "{:.0f}%"),
+        ("protection adds ≤ 30% to ingest time (protect s ÷ (ingest s − protect s), 3 sources;"
+         " the issue sets it at 1M)", protect_added, lambda v: v <= 30, "{:.0f}%"),
         ("dbt build (full) < 120 s", lambda z: seconds("dbt.full", z), lambda v: v < 120,
          "{:,.1f} s"),
         ("full sync < 60 s", lambda z: seconds("sync.full", z), lambda v: v < 60, "{:,.1f} s"),

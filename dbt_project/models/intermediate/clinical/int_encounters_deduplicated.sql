@@ -24,73 +24,12 @@
 -#}
 with
 
-fhir_encounters as (
-    select * from {{ ref('stg_fhir__encounters') }}
-    where {{ incremental_since('loaded_at') }}
-),
-
-hl7_encounters as (
-    select * from {{ ref('stg_hl7__encounters') }}
-    where {{ incremental_since('loaded_at') }}
-),
-
-unioned as (
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        encounter_token,
-        status,
-        class_code,
-        type_code,
-        type_system,
-        started_at,
-        ended_at
-    from fhir_encounters
-
-    union all
-
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        encounter_token,
-        status,
-        class_code,
-        type_code,
-        type_system,
-        started_at,
-        ended_at
-    from hl7_encounters
-),
-
-keyed as (
-    select
-        *,
-        coalesce(encounter_token, 'row:' || landing_row_id::text) as encounter_key
-    from unioned
-),
-
-marked as (
-    {{ mark_unprocessed('keyed', ['source_system', 'encounter_key'], 'loaded_at') }}
-),
-
-latest_versions as (
-    select
-        *,
-        row_number() over (
-            partition by source_system, encounter_key
-            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank,
-        bool_or(is_unprocessed) over (
-            partition by source_system, encounter_key
-        ) as key_has_unprocessed
-    from marked
-),
+{{ latest_source_versions(
+    ['stg_fhir__encounters', 'stg_hl7__encounters'],
+    'encounter_token',
+    'encounter_key',
+    ['status', 'class_code', 'type_code', 'type_system', 'started_at', 'ended_at']
+) }},
 
 final as (
     select

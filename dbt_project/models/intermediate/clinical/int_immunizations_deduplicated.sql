@@ -21,71 +21,12 @@
 -#}
 with
 
-fhir_immunizations as (
-    select * from {{ ref('stg_fhir__immunizations') }}
-    where {{ incremental_since('loaded_at') }}
-),
-
-hl7_immunizations as (
-    select * from {{ ref('stg_hl7__immunizations') }}
-    where {{ incremental_since('loaded_at') }}
-),
-
-unioned as (
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        immunization_token,
-        status,
-        code_system,
-        code,
-        display,
-        occurred_on
-    from fhir_immunizations
-
-    union all
-
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        immunization_token,
-        status,
-        code_system,
-        code,
-        display,
-        occurred_on
-    from hl7_immunizations
-),
-
-keyed as (
-    select
-        *,
-        coalesce(immunization_token, 'row:' || landing_row_id::text) as immunization_key
-    from unioned
-),
-
-marked as (
-    {{ mark_unprocessed('keyed', ['source_system', 'immunization_key'], 'loaded_at') }}
-),
-
-latest_versions as (
-    select
-        *,
-        row_number() over (
-            partition by source_system, immunization_key
-            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank,
-        bool_or(is_unprocessed) over (
-            partition by source_system, immunization_key
-        ) as key_has_unprocessed
-    from marked
-),
+{{ latest_source_versions(
+    ['stg_fhir__immunizations', 'stg_hl7__immunizations'],
+    'immunization_token',
+    'immunization_key',
+    ['status', 'code_system', 'code', 'display', 'occurred_on']
+) }},
 
 final as (
     select

@@ -22,75 +22,12 @@
 -#}
 with
 
-fhir_observations as (
-    select * from {{ ref('stg_fhir__observations') }}
-    where {{ incremental_since('loaded_at') }}
-),
-
-hl7_observations as (
-    select * from {{ ref('stg_hl7__observations') }}
-    where {{ incremental_since('loaded_at') }}
-),
-
-unioned as (
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        observation_token,
-        status,
-        code_system,
-        code,
-        display,
-        value_number,
-        unit,
-        observed_at
-    from fhir_observations
-
-    union all
-
-    select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        observation_token,
-        status,
-        code_system,
-        code,
-        display,
-        value_number,
-        unit,
-        observed_at
-    from hl7_observations
-),
-
-keyed as (
-    select
-        *,
-        coalesce(observation_token, 'row:' || landing_row_id::text) as observation_key
-    from unioned
-),
-
-marked as (
-    {{ mark_unprocessed('keyed', ['source_system', 'observation_key'], 'loaded_at') }}
-),
-
-latest_versions as (
-    select
-        *,
-        row_number() over (
-            partition by source_system, observation_key
-            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank,
-        bool_or(is_unprocessed) over (
-            partition by source_system, observation_key
-        ) as key_has_unprocessed
-    from marked
-),
+{{ latest_source_versions(
+    ['stg_fhir__observations', 'stg_hl7__observations'],
+    'observation_token',
+    'observation_key',
+    ['status', 'code_system', 'code', 'display', 'value_number', 'unit', 'observed_at']
+) }},
 
 final as (
     select
