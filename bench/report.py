@@ -369,7 +369,11 @@ def render(results: Results, chart_path: Path | None, repo: Path) -> str:
         + f"; sizes: {', '.join(_size(s) for s in sizes)} generated patients.",
         *[
             f"Supplemented by `{extra['command']}` ({extra['started']}): {extra['figures']}"
-            " figures the first run left out."
+            + (
+                " figures re-measured, replacing the first run's."
+                if extra.get("replaced")
+                else " figures the first run left out."
+            )
             for extra in meta.get("supplements", [])
         ],
         "",
@@ -478,6 +482,8 @@ def _section_notes(results: Results, section: str, sizes: list[int]) -> list[str
                     + (f"; SANDBOX engine peak RSS {rss:,.0f} MB" if rss else "")
                     + "."
                 )  # fmt: skip
+    elif section == "protect":
+        notes += _crypto_floor(results, sizes)
     elif section in ("fhir", "hl7", "crm"):
         for z in sizes:
             key = "ingest.fhir.fast" if section == "fhir" else f"ingest.{section}"
@@ -489,6 +495,39 @@ def _section_notes(results: Results, section: str, sizes: list[int]) -> list[str
                     f" reconciled: {extra.get('reconciled')}."
                 )
     return [*notes, ""] if notes else []
+
+
+UNITS = {"fhir": "resource", "hl7": "message", "crm": "row"}
+
+
+def _crypto_floor(results: Results, sizes: list[int]) -> list[str]:
+    """Each source's HMAC and AES-GCM calls per input unit, priced at the raw per-call
+    speed measured in the same run: the fastest any ingest of that source can go on this
+    machine with every other cost (parsing, PostgreSQL) at zero."""
+    for z in reversed(sizes):
+        per_source = results.extras("protect.records", z).get("per_source")
+        hmac = [r for k in ("limit.hmac_digest", "limit.hmac_stdlib", "limit.hmac_cryptography")
+                if (r := _value(results, k, z)) is not None]  # fmt: skip
+        aes = _value(results, "limit.aesgcm", z)
+        if not per_source or not hmac or aes is None:
+            continue
+        hmac_us, aes_us = 1e6 / max(hmac), 1e6 / aes
+        cores = results.meta.get("machine", {}).get("cores") or 1
+        notes = [f"- Cryptographic floor per input unit at {_size(z)} (HMAC {hmac_us:.2f} µs,"
+                 f" AES-GCM {aes_us:.2f} µs per call, the fastest limits above):"]  # fmt: skip
+        for source in ("fhir", "hl7", "crm"):
+            units, hmacs, encryptions = per_source.get(source, (0, 0, 0))
+            if not units:
+                continue
+            floor = hmacs / units * hmac_us + encryptions / units * aes_us
+            notes.append(
+                f"  - {source.upper()}: {hmacs / units:.2f} HMAC + {encryptions / units:.2f}"
+                f" AES-GCM calls per {UNITS[source]} = {floor:.2f} µs, at most"
+                f" {1e6 / floor:,.0f} {UNITS[source]}s/s per core and {cores * 1e6 / floor:,.0f}/s"
+                f" on all {cores} cores with parsing and the database free."
+            )
+        return notes
+    return []
 
 
 def merge(existing: str | None, block: str) -> str:
@@ -518,7 +557,8 @@ def write(results: Results, out: Path, chart_path: Path | None, repo: Path) -> N
 
 
 def main(argv: list[str]) -> None:
-    """python -m bench.report RESULTS.json [--add MORE.json ...] [--out BENCHMARKS.md]"""
+    """python -m bench.report RESULTS.json [--add MORE.json ...] [--replace NEWER.json ...]
+    [--out BENCHMARKS.md]"""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
@@ -530,9 +570,18 @@ def main(argv: list[str]) -> None:
         default=[],
         help="another run's results: fills the figures the first lacks",
     )
+    parser.add_argument(
+        "--replace",
+        type=Path,
+        action="append",
+        default=[],
+        help="another run's results: replace the figures it re-measured",
+    )
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args(argv)  # fmt: skip
     loaded = Results.load(args.results)
+    for newer in args.replace:
+        loaded.supplement(Results.load(newer), replace=True)
     for extra in args.add:
         loaded.supplement(Results.load(extra))
     repo_root = Path(__file__).resolve().parents[1]

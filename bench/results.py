@@ -97,9 +97,11 @@ class Results:
     def load(cls, path: Path) -> Results:
         return cls(path=path, data=json.loads(path.read_text()))
 
-    def supplement(self, other: Results) -> None:
-        """Add another run's figures for (figure, size) pairs this run did not measure, and
-        drop the skip notes they answer; the other run's command is listed in the report."""
+    def supplement(self, other: Results, replace: bool = False) -> None:
+        """Add another run's figures for (figure, size) pairs this run did not measure (with
+        replace: for every pair the other run measured, e.g. a step re-measured after a
+        change), and drop the skip notes they answer; the other run's command is listed in
+        the report."""
         from bench.catalogue import step_of
 
         added: set[tuple[str, str]] = set()  # (step, size) the other run filled in
@@ -107,7 +109,7 @@ class Results:
         for key, per_size in other.data["figures"].items():
             mine = self.data["figures"].setdefault(key, {})
             for size, entry in per_size.items():
-                if size not in mine and entry.get("runs"):
+                if (replace or size not in mine) and entry.get("runs"):
                     mine[size] = entry
                     added.add((step_of(key), size))
                     figures += 1
@@ -125,7 +127,7 @@ class Results:
                     del self.data["errors"][key][size]
         self.meta.setdefault("supplements", []).append(
             {"command": other.meta.get("command"), "started": other.meta.get("started"),
-             "figures": figures}
+             "figures": figures, "replaced": replace}
         )  # fmt: skip
 
     # --- reading ---------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from bench.stages.files import DataSet
 BATCH = 5000  # records parsed (untimed) before each timed protect batch
 
 
-def _records(data: DataSet) -> Iterator[object]:
-    """Every SourceRecord the three connectors produce (rejections are not protected)."""
+def _records(data: DataSet) -> Iterator[tuple[str, bool, object]]:
+    """(source, starts an input unit, record) for every SourceRecord the three connectors
+    produce (rejections are not protected); an HL7 message is one unit of several records."""
     from connectors.crm import choose_mapping, read_crm
     from connectors.fhir import read_fhir
     from connectors.hl7.reader import read_hl7
@@ -26,14 +27,15 @@ def _records(data: DataSet) -> Iterator[object]:
     for name in data.files("fhir"):
         for item in read_fhir(name):
             if isinstance(item, SourceRecord):
-                yield item
+                yield "fhir", True, item
     for name in data.files("hl7"):
         for message in read_hl7(name):
-            yield from message.records
+            for index, record in enumerate(message.records):
+                yield "hl7", index == 0, record
     for name in data.files("crm"):
         for item in read_crm(name, choose_mapping(name)):
             if isinstance(item, SourceRecord):
-                yield item
+                yield "crm", True, item
 
 
 def protector_from(keyring: str):
@@ -52,29 +54,39 @@ def protect_records(data_root: str, keyring: str) -> StageResult:
     seconds = 0.0
     records = tokens = encryptions = 0
     batch: list[object] = []
+    origins: list[tuple[str, bool]] = []  # (source, starts a unit) of each record in batch
+    # Per source: input units (resources, messages, rows), HMAC calls and AES-GCM calls, so
+    # the report can state each source's cryptographic floor per input unit.
+    per_source: dict[str, list[int]] = {}
 
-    def run(batch: list[object]) -> None:
+    def run(batch: list[object], origins: list[tuple[str, bool]]) -> None:
         nonlocal seconds, records, tokens, encryptions
         started = perf_counter()
         protected = [protect(r) for r in batch]  # type: ignore[arg-type]
         seconds += perf_counter() - started
         records += len(protected)
-        for p in protected:
+        for (origin, new_unit), p in zip(origins, protected, strict=True):
             # HMAC calls: every *_token value (the subject's included) and each identity key.
-            tokens += sum(1 for k, v in p.landing.items() if v is not None and k.endswith("_token"))
-            tokens += len(p.identity_keys)
+            hmacs = sum(1 for k, v in p.landing.items() if v is not None and k.endswith("_token"))
+            hmacs += len(p.identity_keys)
+            counts = per_source.setdefault(origin, [0, 0, 0])
+            counts[0] += new_unit
+            counts[1] += hmacs
+            counts[2] += len(p.vault)
+            tokens += hmacs
             encryptions += len(p.vault)
 
-    for record in _records(DataSet(Path(data_root))):
+    for origin, new_unit, record in _records(DataSet(Path(data_root))):
         batch.append(record)
+        origins.append((origin, new_unit))
         if len(batch) >= BATCH:
-            run(batch)
-            batch = []
+            run(batch, origins)
+            batch, origins = [], []
     if batch:
-        run(batch)
+        run(batch, origins)
     return {
         "figures": {
-            "protect.records": {"seconds": seconds, "records": records},
+            "protect.records": {"seconds": seconds, "records": records, "per_source": per_source},
             "protect.tokens": {"seconds": seconds, "records": tokens},
             "protect.vault": {"seconds": seconds, "records": encryptions},
         }

@@ -3,6 +3,8 @@ report block that leaves other sections alone, and supplementing one run with an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench import report
 from bench.plan import Estimator, plan_size
 from bench.results import Results
@@ -92,3 +94,30 @@ def test_a_supplementary_run_fills_gaps_but_never_replaces_a_figure():
     assert "supplementary run" in main.skipped("parse", 100_000)
     assert main.meta["supplements"][0]["figures"] == 1
     assert main.meta["supplements"][0]["command"] == "extra"
+
+
+def test_a_re_measured_step_replaces_the_first_runs_figures_when_asked():
+    main = _results("parse.crm", 10_000, 1.0, "main")
+    newer = _results("parse.crm", 10_000, 3.0, "newer")
+    main.supplement(newer, replace=True)
+    main.meta["options"] = {"fhir_sample": 1, "hl7_sample": 1, "insert_rows": 1}
+    assert main.summary("parse.crm", 10_000).seconds == 3.0
+    assert main.meta["supplements"][0] == {
+        "command": "newer", "started": "t", "figures": 1, "replaced": True
+    }  # fmt: skip
+    assert "re-measured" in report.render(main, None, Path("."))
+
+
+def test_the_protect_notes_price_each_sources_crypto_calls_at_the_measured_limits():
+    results = _results("limit.aesgcm", 10_000, 1.0, "main")  # 100 calls/s: 10,000 µs each
+    results.add_run("limit.hmac_digest", 10_000, {"seconds": 2.0, "records": 100})
+    results.add_run(
+        "protect.records",
+        10_000,
+        {"seconds": 1.0, "records": 30, "per_source": {"crm": [10, 30, 40]}},
+    )
+    results.meta["machine"] = {"cores": 2}
+    notes = "\n".join(report._crypto_floor(results, [10_000]))
+    # 3 HMAC x 20,000 µs + 4 AES-GCM x 10,000 µs = 100,000 µs per row: 10 rows/s a core
+    assert "CRM: 3.00 HMAC + 4.00 AES-GCM calls per row = 100000.00 µs" in notes
+    assert "at most 10 rows/s per core and 20/s on all 2 cores" in notes
