@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import psycopg
 
 from connectors.warehouse.database import Warehouse
-from connectors.warehouse.embedded import stop_embedded
+from connectors.warehouse.embedded import database_options, stop_embedded
 
 
 class EmbeddedServer:
@@ -43,7 +43,10 @@ class EmbeddedServer:
         """A new, empty database with the hub's schema."""
         name = f"bench_{label}_{next(self._names)}"
         with self._admin() as conn:
-            conn.execute(f"create database {name}")
+            (ctype,) = conn.execute(
+                "select datctype from pg_database where datname = 'template1'"
+            ).fetchone()
+            conn.execute(f"create database {name} {database_options(ctype)}")
         warehouse = Warehouse(
             database_url=urlparse(self.base.url())._replace(path=f"/{name}").geturl()
         )
