@@ -46,6 +46,15 @@ def test_the_embedded_server_is_tuned_to_the_machine_but_stays_durable(warehouse
     assert settings["full_page_writes"] == "on"
 
 
+def test_the_embedded_database_sorts_by_bytes_and_still_knows_unicode_letters(warehouse):
+    with warehouse.connect() as conn:
+        collate, ctype = conn.execute(
+            "select datcollate, datctype from pg_database where datname = current_database()"
+        ).fetchone()
+        assert collate == "C" and ctype != "C"
+        assert conn.execute("select lower('ÉCOLE'), 'Z' < 'a'").fetchone() == ("école", True)
+
+
 def test_tuning_scales_with_memory_within_bounds():
     small, large = tuning(2 << 30), tuning(256 << 30)
     assert small["shared_buffers"] == "512MB"
