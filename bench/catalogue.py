@@ -90,6 +90,12 @@ SPECS: dict[str, Spec] = {
                                    "limit.hmac_cryptography")),
     "protect.vault": Spec("protect", "stage", "vault encryptions (AES-256-GCM)",
                           "encryptions", limits=("limit.aesgcm",)),
+    "ingest.protected": Spec("protect", "stage",
+                             "ingest of all sources with protection (bench.protection_overhead)",
+                             "records", ("ingest.unprotected",)),
+    "ingest.unprotected": Spec("protect", "baseline",
+                               "the same ingest, crypto replaced by plain string work",
+                               "records"),
     "limit.hmac_stdlib": Spec("protect", "limit",
                               "HMAC-SHA256, hmac.new(...).hexdigest() (one call each)",
                               "tokens"),
@@ -157,6 +163,7 @@ _STEP_OF = {
     "dbt.full": "dbt_full", "dbt.incremental": "dbt_incremental", "sync.full": "sync_full",
     "sync.incremental": "sync_incremental", "baseline.repush": "sync_repush",
     "events.readback": "events", "limit.copy.events": "events",
+    "ingest.protected": "protection_overhead", "ingest.unprotected": "protection_overhead",
 }  # fmt: skip
 
 

@@ -1,6 +1,8 @@
 """What in-stream protection adds to ingestion, with the raw crypto it is built on.
 
-    python -m bench.protection_overhead --patients 10000     # prints JSON and a table
+    python -m bench.protection_overhead --patients 10000     # prints JSON
+    python -m bench.protection_overhead --patients 1000000 --results /tmp/ab.json
+    python -m bench.report bench/results.json --add /tmp/ab.json  # into BENCHMARKS.md
 
 One run, one machine: generates a population, then ingests it twice into fresh databases on
 an embedded PostgreSQL - once with the real Protector (HMAC tokens, AES-GCM vault), once
@@ -13,6 +15,7 @@ unwrap (scrypt passphrase) cost.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -116,6 +119,7 @@ def keyring_costs() -> dict[str, float]:
 
 def ingest_run(patients: int, seed: int) -> dict[str, object]:
     from connectors.warehouse.database import Warehouse
+    from connectors.warehouse.embedded import database_options
     from domain.keys import KeyringFileProvider
     from domain.policy import default_policy
     from domain.protect import Protector
@@ -165,7 +169,10 @@ def ingest_run(patients: int, seed: int) -> dict[str, object]:
         }
         for number, (label, protector) in enumerate(variants.items()):
             with psycopg.connect(server.url(), autocommit=True) as conn:
-                conn.execute(f"create database bench_protect_{number}")
+                (ctype,) = conn.execute(
+                    "select datctype from pg_database where datname = 'template1'"
+                ).fetchone()
+                conn.execute(f"create database bench_protect_{number} {database_options(ctype)}")
             url = server.url().replace("/audience_hub?", f"/bench_protect_{number}?")
             warehouse = Warehouse(url, root / "state")
             warehouse.ensure_schema()
@@ -208,12 +215,31 @@ def ingest_run(patients: int, seed: int) -> dict[str, object]:
         }
 
 
+def as_results(report: dict, command: str, started: str, path: Path | None = None):
+    """The two ingests as harness figures (ingest.protected against its baseline
+    ingest.unprotected), so `python -m bench.report ... --add` shows them in BENCHMARKS.md
+    and checks the protection target against them."""
+    from bench.results import Results
+
+    results = Results(path=path)
+    size = report["ingest"]["patients"]
+    results.meta.update({"command": command, "started": started, "sizes": [size],
+                         "steps": ["protection_overhead"]})  # fmt: skip
+    without, with_ = report["ingest"]["ingest"].values()
+    for key, run in (("ingest.unprotected", without), ("ingest.protected", with_)):
+        results.add_run(key, size, {"seconds": run["ingest seconds"], "records": run["records"],
+                                    "protect_seconds": run["protect seconds"]})  # fmt: skip
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--results", type=Path, help="also write the harness's results JSON")
     args = parser.parse_args()
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     report = {
         "crypto": crypto_rates(args.calls),
         "keys": keyring_costs(),
@@ -221,6 +247,9 @@ def main() -> None:
         "cpu": os.cpu_count(),
     }
     print(json.dumps(report, indent=2))
+    if args.results:
+        command = "python -m bench.protection_overhead --patients " + str(args.patients)
+        as_results(report, command, started, args.results).save()
 
 
 if __name__ == "__main__":

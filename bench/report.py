@@ -162,7 +162,13 @@ def _targets(results: Results, sizes: list[int]) -> list[str]:
         return None if x is None or not y else x / y
 
     def protect_added(size: int) -> float | None:
-        """What protection adds to ingestion: protect time over the rest of ingest time."""
+        """What protection adds to ingestion: measured directly when the A/B ingest ran
+        (bench.protection_overhead: with versus without crypto), else an upper bound that
+        counts every second of the protect stage as added (it runs on the reading thread
+        beside the database's writes, so part of it is hidden)."""
+        with_, without = rate("ingest.protected", size), rate("ingest.unprotected", size)
+        if with_ and without:
+            return 100 * (without / with_ - 1)
         p = seconds("protect.records", size)
         ingest = [seconds(k, size) for k in ("ingest.fhir.fast", "ingest.hl7", "ingest.crm")]
         if p is None or any(i is None for i in ingest):
@@ -189,8 +195,9 @@ def _targets(results: Results, sizes: list[int]) -> list[str]:
          lambda z: ratio("ingest.hl7", "baseline.hl7apy", z), lambda v: v >= 200, "{:,.0f}x"),
         ("CRM CSV ingest ≥ 500,000 rows/s", lambda z: rate("ingest.crm", z),
          lambda v: v >= 500_000, "{:,.0f}/s"),
-        ("protection adds ≤ 30% to ingest time (protect s ÷ (ingest s − protect s), 3 sources;"
-         " the issue sets it at 1M)", protect_added, lambda v: v <= 30, "{:.0f}%"),
+        ("protection adds ≤ 30% to ingest time (A/B ingest with and without crypto, 3"
+         " sources; without it, protect s ÷ (ingest s − protect s) as an upper bound)",
+         protect_added, lambda v: v <= 30, "{:.0f}%"),
         ("dbt build (full) < 120 s", lambda z: seconds("dbt.full", z), lambda v: v < 120,
          "{:,.1f} s"),
         ("full sync < 60 s", lambda z: seconds("sync.full", z), lambda v: v < 60, "{:,.1f} s"),

@@ -121,3 +121,23 @@ def test_the_protect_notes_price_each_sources_crypto_calls_at_the_measured_limit
     # 3 HMAC x 20,000 µs + 4 AES-GCM x 10,000 µs = 100,000 µs per row: 10 rows/s a core
     assert "CRM: 3.00 HMAC + 4.00 AES-GCM calls per row = 100000.00 µs" in notes
     assert "at most 10 rows/s per core and 20/s on all 2 cores" in notes
+
+
+def test_the_protection_target_uses_the_a_b_ingest_when_it_ran():
+    from bench.protection_overhead import as_results
+
+    report_json = {
+        "ingest": {
+            "patients": 200,
+            "ingest": {
+                "without protection": {"ingest seconds": 10.0, "records": 1000,
+                                       "protect seconds": 2.0},
+                "with protection": {"ingest seconds": 11.5, "records": 1000,
+                                    "protect seconds": 3.5},
+            },
+        }
+    }  # fmt: skip
+    results = as_results(report_json, "python -m bench.protection_overhead", "t")
+    results.add_run("protect.records", 200, {"seconds": 9.0, "records": 1000})
+    rows = [line for line in report._targets(results, [200]) if "protection adds" in line]
+    assert rows and "15% ✅" in rows[0]  # 11.5 s against 10 s, not the 9 s upper bound
