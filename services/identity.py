@@ -12,6 +12,8 @@ from domain.identity import Resolution, resolve
 from domain.policy import FieldPolicy
 from domain.tokens import Tokenizer
 
+KEYS_PER_FETCH = 50_000
+
 
 @dataclass
 class MatchReport:
@@ -38,14 +40,18 @@ def resolve_persons(
         for entity in policy.entities:
             rows = conn.execute(f"select distinct subject_token from {landing_table(entity)}")
             subjects.update(token for (token,) in rows if token)
-        keys = conn.execute(
-            "select subject_token, key_type, key_hash from vault.identity_keys"
-        ).fetchall()
         merges = conn.execute(
             "select subject_token, prior_subject_token from landing.merges"
             " where prior_subject_token is not null"
         ).fetchall()
-        resolution: Resolution = resolve(subjects, keys, merges, tokenizer)
+        # Streamed in key order (a server-side cursor), never held whole: see resolve().
+        with conn.cursor("identity_keys") as keys:
+            keys.itersize = KEYS_PER_FETCH
+            keys.execute(
+                "select subject_token, key_type, key_hash from vault.identity_keys"
+                " order by key_type, key_hash, subject_token"
+            )
+            resolution: Resolution = resolve(subjects, keys, merges, tokenizer, keys_sorted=True)
         conn.execute(
             "create temp table xref_new (like landing.person_xref including defaults)"
             " on commit drop"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from domain.identity import resolve
 from domain.sync_diff import diff_membership, payload_hash
 from domain.tokens import Tokenizer
@@ -32,6 +35,29 @@ def test_person_tokens_are_stable_whatever_the_input_order():
     first = resolve(["a", "b", "c"], keys, [], TOKENIZER).person_of
     second = resolve(["c", "b", "a"], list(reversed(keys)), [], TOKENIZER).person_of
     assert first == second
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["s1", "s2", "s3", "s4", "s5", "s6"]),
+            st.sampled_from(["mrn", "email", "name_dob"]),
+            st.sampled_from(["k1", "k2", "k3", "k4"]),
+        ),
+        max_size=25,
+    ),
+    st.lists(st.tuples(st.sampled_from(["s1", "s2", "s7"]), st.sampled_from(["s3", "s8"]))),
+)
+def test_streaming_keys_in_key_order_resolves_exactly_as_any_order(keys, merges):
+    """services.identity streams the keys sorted (keys_sorted=True) to keep memory flat."""
+    subjects = ["s1", "s2", "s3", "s4", "s5", "s6"]
+    unsorted = resolve(subjects, keys, merges, TOKENIZER)
+    in_order = sorted(set(keys), key=lambda k: (k[1], k[2], k[0]))
+    streamed = resolve(subjects, iter(in_order), merges, TOKENIZER, keys_sorted=True)
+    assert streamed.person_of == unsorted.person_of
+    assert streamed.merges_applied == unsorted.merges_applied
+    assert sum(streamed.links_by_key_type.values()) == sum(unsorted.links_by_key_type.values())
 
 
 def test_diff_modes():
