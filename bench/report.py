@@ -37,6 +37,7 @@ SHORT = {
     "baseline.insert_rows": "INSERT",
     "baseline.repush": "re-push",
     "dbt.full": "full build",
+    "ingest.unprotected": "no crypto",
 }
 
 
