@@ -225,6 +225,7 @@ def as_results(report: dict, command: str, started: str, path: Path | None = Non
     size = report["ingest"]["patients"]
     results.meta.update({"command": command, "started": started, "sizes": [size],
                          "steps": ["protection_overhead"]})  # fmt: skip
+    results.data["notes"]["protection_overhead.crypto"] = report.get("crypto", {})
     without, with_ = report["ingest"]["ingest"].values()
     for key, run in (("ingest.unprotected", without), ("ingest.protected", with_)):
         results.add_run(key, size, {"seconds": run["ingest seconds"], "records": run["records"],
