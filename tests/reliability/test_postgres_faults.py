@@ -125,7 +125,9 @@ def test_connection_killed_mid_sync_then_rerun_delivers_each_member_once(
 ):
     warehouse = databases.create("rel_sync_fault", template=built_template)
     with warehouse.connect() as conn:
-        people = add_bulk_audience(conn, cipher, 600)
+        # Large enough, and the kill soon enough after the 50th acknowledgement, that the
+        # sync is still half-way when its connection dies, however fast the machine.
+        people = add_bulk_audience(conn, cipher, 1500)
     delivery = CountingDelivery()
     engine = sandbox(delivery=delivery)
 
@@ -140,7 +142,7 @@ def test_connection_killed_mid_sync_then_rerun_delivers_each_member_once(
     victim = Victim(warehouse.url(), sync)
     victim.start()
     mid_push = "select count(*) >= 50 from activation.ledger where status = 'acked'"
-    assert _terminate_when(warehouse.url(), victim, mid_push, random.uniform(0, 0.2))
+    assert _terminate_when(warehouse.url(), victim, mid_push, random.uniform(0, 0.05))
     figures.add("pg_connections_terminated")
     assert isinstance(victim.error, psycopg.Error), victim.error
     assert "@" not in str(victim.error)
