@@ -524,7 +524,7 @@ def _crypto_floor(results: Results, sizes: list[int]) -> list[str]:
         notes = [f"- Cryptographic floor per input unit at {_size(z)} (HMAC {hmac_us:.2f} µs,"
                  f" AES-GCM {aes_us:.2f} µs per call, the fastest limits above):"]  # fmt: skip
         for source in ("fhir", "hl7", "crm"):
-            units, hmacs, encryptions = per_source.get(source, (0, 0, 0))
+            units, hmacs, encryptions = per_source.get(source, (0, 0, 0))[:3]
             if not units:
                 continue
             floor = hmacs / units * hmac_us + encryptions / units * aes_us

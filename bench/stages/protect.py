@@ -52,7 +52,6 @@ def protect_records(data_root: str, keyring: str) -> StageResult:
     protector = protector_from(keyring)
     protect = protector.protect
     seconds = 0.0
-    records = tokens = encryptions = 0
     batch: list[object] = []
     origins: list[tuple[str, bool]] = []  # (source, starts a unit) of each record in batch
     # Per source: input units (resources, messages, rows), HMAC calls and AES-GCM calls, so
@@ -60,21 +59,19 @@ def protect_records(data_root: str, keyring: str) -> StageResult:
     per_source: dict[str, list[int]] = {}
 
     def run(batch: list[object], origins: list[tuple[str, bool]]) -> None:
-        nonlocal seconds, records, tokens, encryptions
+        nonlocal seconds
         started = perf_counter()
         protected = [protect(r) for r in batch]  # type: ignore[arg-type]
         seconds += perf_counter() - started
-        records += len(protected)
         for (origin, new_unit), p in zip(origins, protected, strict=True):
             # HMAC calls: every *_token value (the subject's included) and each identity key.
             hmacs = sum(1 for k, v in p.landing.items() if v is not None and k.endswith("_token"))
             hmacs += len(p.identity_keys)
-            counts = per_source.setdefault(origin, [0, 0, 0])
+            counts = per_source.setdefault(origin, [0, 0, 0, 0])  # units, HMAC, AES, records
             counts[0] += new_unit
             counts[1] += hmacs
             counts[2] += len(p.vault)
-            tokens += hmacs
-            encryptions += len(p.vault)
+            counts[3] += 1
 
     for origin, new_unit, record in _records(DataSet(Path(data_root))):
         batch.append(record)
@@ -84,6 +81,7 @@ def protect_records(data_root: str, keyring: str) -> StageResult:
             batch, origins = [], []
     if batch:
         run(batch, origins)
+    records, tokens, encryptions = (sum(c[i] for c in per_source.values()) for i in (3, 1, 2))
     return {
         "figures": {
             "protect.records": {"seconds": seconds, "records": records, "per_source": per_source},

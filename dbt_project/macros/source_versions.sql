@@ -17,12 +17,7 @@
 unioned as (
     {%- for source in sources %}
     select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        {{ token_column }},
+        {{ source_record_columns(token_column) }},
         {{ columns | join(',\n        ') }}
     from {{ ref(source) }}
     where {{ incremental_since('loaded_at') }}
@@ -53,4 +48,15 @@ latest_versions as (
         ) as key_has_unprocessed
     from marked
 )
+{%- endmacro %}
+
+{#- The columns every source-record row carries from staging: where it landed, when, whose
+    it is, and the source record's own token. -#}
+{% macro source_record_columns(token_column) -%}
+source_system,
+        landing_row_id,
+        loaded_at,
+        record_updated_at,
+        subject_token,
+        {{ token_column }}
 {%- endmacro %}

@@ -20,12 +20,7 @@ hl7_appointments as (
 
 unioned as (
     select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        appointment_token,
+        {{ source_record_columns('appointment_token') }},
         status,
         service_code,
         starts_at,
@@ -35,12 +30,7 @@ unioned as (
     union all
 
     select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        appointment_token,
+        {{ source_record_columns('appointment_token') }},
         status,
         service_code,
         starts_at,

@@ -20,12 +20,7 @@ code_sets as (
 
 unioned as (
     select
-        source_system,
-        landing_row_id,
-        loaded_at,
-        record_updated_at,
-        subject_token,
-        condition_token,
+        {{ source_record_columns('condition_token') }},
         code_system,
         code,
         display,
