@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chart", type=Path, help="chart path (default bench/...png)")
     parser.add_argument("--workdir", type=Path, help="where data and databases go (temp)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each size's data and warehouse in --workdir (to inspect "
+                        "or re-run one stage by hand)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -125,6 +128,10 @@ def _settings(args: argparse.Namespace, scratch: Path) -> dict:
         defaults["results"] = args.out.with_suffix(".json")
     if args.chart:
         defaults["chart"] = args.chart
+    if args.keep:
+        if not args.workdir:
+            raise SystemExit("--keep needs --workdir (a temporary folder is always removed)")
+        defaults["options"].keep = True
     return defaults
 
 

@@ -29,6 +29,7 @@ class Options:
     dbt_args: tuple[str, ...] = ()  # extra `dbt build` arguments (the smoke run narrows it)
     dbt_incremental_args: tuple[str, ...] | None = None  # None: the same as dbt_args
     profile_steps: tuple[str, ...] | None = None  # steps given a cProfile run (None: all)
+    keep: bool = False  # leave each size's data and stopped warehouse on disk
 
     @property
     def incremental_args(self) -> tuple[str, ...]:
@@ -102,7 +103,7 @@ class SizeContext:
             self.sandbox.stop()
             self.sandbox = None
         if self.server is not None:
-            self.server.stop()
+            self.server.stop(keep=self.options.keep)
             self.server = None
             self.warehouse = None
 
@@ -306,4 +307,5 @@ def with_prerequisites(names: set[str]) -> set[str]:
 
 def cleanup_size(ctx: SizeContext) -> None:
     ctx.close()
-    shutil.rmtree(ctx.work, ignore_errors=True)
+    if not ctx.options.keep:
+        shutil.rmtree(ctx.work, ignore_errors=True)

@@ -62,9 +62,11 @@ class EmbeddedServer:
             )
             conn.execute(f"drop database if exists {name}")
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
+        """Stop the server; its data folder is removed unless `keep`."""
         stop_embedded(self.folder / "pg")
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def postgres_version(warehouse: Warehouse) -> str:

@@ -4,9 +4,14 @@
         unique_key=['source_system', 'encounter_key'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        indexes=[{'columns': ['subject_token']}],
+        indexes=[
+            {'columns': ['subject_token']},
+            {'columns': ['source_system', 'encounter_key'], 'unique': True},
+        ],
     )
 }}
+{#- The unique index: one row per source record, enforced on every write (and the
+    incremental delete finds the records it replaces through it). -#}
 {#-
     Encounters (visits) from FHIR and HL7 ADT, newest version of each source record (FHIR
     resource id; an HL7 visit without an id stands alone), keyed by source record.

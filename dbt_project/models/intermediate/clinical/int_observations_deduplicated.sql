@@ -4,9 +4,14 @@
         unique_key=['source_system', 'observation_key'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        indexes=[{'columns': ['subject_token']}],
+        indexes=[
+            {'columns': ['subject_token']},
+            {'columns': ['source_system', 'observation_key'], 'unique': True},
+        ],
     )
 }}
+{#- The unique index: one row per source record, enforced on every write (and the
+    incremental delete finds the records it replaces through it). -#}
 {#-
     Observations (labs, vitals) from FHIR and HL7 ORU (OBX), newest version of each source
     record (FHIR resource id; an HL7 row without an id stands alone), keyed by source record.

@@ -18,7 +18,8 @@ change_days as (
         effective_on as as_of
     from consent_events
 
-    union
+    -- union all: consent_decisions_wide takes the distinct days itself
+    union all
 
     select
         person_token,

@@ -19,7 +19,8 @@ person_days as (
         {{ evaluation_date() }} as as_of
     from persons
 
-    union
+    -- union all: consent_decisions takes the distinct days itself
+    union all
 
     select
         person_token,
