@@ -7,7 +7,6 @@ complaints, hard bounces - takes effect before dbt runs again.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -63,20 +62,6 @@ def events_from_json(events_json: str) -> list[ConsentEvent]:
         )
         for event_type, effective_on, purpose, expires_on, source_ref in orjson.loads(events_json)
     ]
-
-
-def consent_fingerprint(purpose: str, events_json: str) -> str:
-    """What a cached gate decision depends on: the purpose and the person's events.
-
-    The same digest as CONSENT_FINGERPRINT_SQL computes in the database (md5 of purpose,
-    unit separator, events), so unchanged members are recognised there, without leaving it.
-    Not a security hash: it only detects change, and its inputs are tokens and codes."""
-    digest = hashlib.md5(f"{purpose}\x1f{events_json}".encode(), usedforsecurity=False)
-    return digest.hexdigest()
-
-
-# consent_fingerprint in SQL, over the json_agg text the member query builds.
-CONSENT_FINGERPRINT_SQL = "md5(%(purpose)s || chr(31) || {events})"
 
 
 def stable_until(events: list[ConsentEvent], day: date) -> date:

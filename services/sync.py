@@ -49,7 +49,6 @@ from domain.sync_diff import SYNC_MODES, payload_hash
 from domain.vault_cipher import VaultCipher
 from services.approvals import approval_status, current_definition
 from services.send_gate import (
-    CONSENT_FINGERPRINT_SQL,
     CONSENT_SOURCES,
     consent_events_for,
     events_from_json,
@@ -326,18 +325,17 @@ def _stream_members(
     refresh = push is not None and not blocked
     done = 0
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
+    params = {
+        "audience": definition.audience,
+        "destination": differ.destination,
+        "purpose": definition.purpose,
+        "columns": sorted(set(columns)),
+        "day": day,
+        "decrypt": not blocked,  # a blocked run decrypts nothing
+    }
+    _load_changed(conn, params)
     with conn.cursor("sync_members", withhold=True) as cursor:
-        cursor.execute(
-            _CHANGED_MEMBERS_SQL,
-            {
-                "audience": definition.audience,
-                "destination": differ.destination,
-                "purpose": definition.purpose,
-                "columns": sorted(set(columns)),
-                "day": day,
-                "decrypt": not blocked,  # a blocked run decrypts nothing
-            },
-        )
+        cursor.execute(_MEMBER_INPUTS_SQL, params)
         while rows := cursor.fetchmany(chunk_size):
             allowed: dict[str, str | None] = {}
             chunk_prints: dict[str, Fingerprints] = {}
@@ -448,35 +446,58 @@ def _load_members(conn: psycopg.Connection, audience: str) -> int:
 
 SYNC_MEMBERS = "select person_token from sync_members"
 
-# Per member of the audience: its consent events (deterministic order, so their hash is
-# stable) and their fingerprint, and a fingerprint of the vault rows its payload is
-# decrypted from. Only members sync_state does not vouch for leave the database: new ones,
-# ones whose vault rows or consent events changed since their last push, and ones whose
-# cached consent decision reached its end date.
+# What a member's payload and gate decision depend on, as two digests per member: its consent
+# events (with the audience's purpose) and the vault rows its payload is decrypted from. Each
+# is a count and a sum of 64-bit row hashes: order-independent, so PostgreSQL aggregates them
+# by hashing, without sorting every member's rows, and a repeated row is counted, never
+# cancelled out. Not security hashes: they only detect change, and their inputs are tokens,
+# codes and ciphertexts. A member whose digests (and cached decision's end date) match what
+# sync_state kept at its last push is unchanged and never leaves the database.
+_ROW_DIGEST = "count(*)::text || ':' || sum(hashtextextended({row}, 0))::text"
 _CHANGED_MEMBERS_SQL = (
-    "with consent as (select m.person_token, coalesce(json_agg(json_build_array(e.event_type,"
-    "  e.effective_on, e.purpose, e.expires_on, e.source_ref) order by e.effective_on,"
-    "  e.event_type, e.purpose, e.expires_on, e.source_ref)"
-    "  filter (where e.event_type is not null), '[]')::text as events"
-    f"  from sync_members m left join ({CONSENT_SOURCES}) e using (person_token)"
-    "  group by m.person_token),"
-    " sources as (select x.person_token, md5(string_agg(v.subject_token || ':' ||"
-    "  v.column_name || ':' || v.key_version || ':' || coalesce(v.effective_at::text, '')"
-    "  || ':' || md5(v.ciphertext), ',' order by v.column_name, v.subject_token))"
-    "  as fingerprint"
+    "insert into sync_changed"
+    " with consent as (select e.person_token, %(purpose)s || ':' || "
+    + _ROW_DIGEST.format(
+        row="row(e.event_type, e.effective_on, e.purpose, e.expires_on, e.source_ref)::text"
+    )
+    + " as fingerprint"
+    f"  from ({CONSENT_SOURCES}) e"
+    "  where e.person_token in (select person_token from sync_members)"
+    "  group by e.person_token),"
+    " sources as (select x.person_token, "
+    + _ROW_DIGEST.format(
+        row="v.subject_token || ':' || v.column_name || ':' || v.key_version || ':'"
+        " || coalesce(v.effective_at::text, '') || ':' || md5(v.ciphertext)"
+    )
+    + " as fingerprint"
     "  from sync_members m join landing.person_xref x using (person_token)"
     "  join vault.contact_fields v on v.subject_token = x.subject_token"
-    "  where v.column_name = any(%(columns)s) group by x.person_token),"
-    " inputs as (select c.person_token, c.events, f.fingerprint,"
-    f"  {CONSENT_FINGERPRINT_SQL.format(events='c.events')} as consent_fingerprint"
-    "  from consent c left join sources f using (person_token))"
-    " select i.person_token, i.events, i.fingerprint, i.consent_fingerprint,"
-    "  c.subjects, c.columns, c.versions, c.blobs from inputs i"
+    "  where v.column_name = any(%(columns)s) group by x.person_token)"
+    " select m.person_token, f.fingerprint,"
+    "  coalesce(c.fingerprint, %(purpose)s || ':0:')"
+    " from sync_members m left join consent c using (person_token)"
+    " left join sources f using (person_token)"
     " left join activation.sync_state s on s.destination = %(destination)s"
-    "  and s.audience = %(audience)s and s.person_token = i.person_token"
-    # The declared columns' ciphertexts (newest first per column), read here for the rows
-    # that leave the database rather than by a second vault query per chunk. Nothing is
-    # decrypted here: services/vault_reader.py decrypts, for gated people only, and audits.
+    "  and s.audience = %(audience)s and s.person_token = m.person_token"
+    " where s.person_token is null or f.fingerprint is null"
+    "  or s.source_fingerprint is distinct from f.fingerprint"
+    "  or s.consent_fingerprint is distinct from coalesce(c.fingerprint, %(purpose)s || ':0:')"
+    "  or s.consent_valid_until is null or s.consent_valid_until < %(day)s"
+)
+
+# The members that changed, with their consent events (deterministic order, as
+# events_from_json reads them) and the declared columns' ciphertexts (newest first per
+# column). Nothing is decrypted here: services/vault_reader.py decrypts, for gated people
+# only, and audits.
+_MEMBER_INPUTS_SQL = (
+    "select ch.person_token, coalesce(ev.events, '[]'), ch.fingerprint,"
+    "  ch.consent_fingerprint, c.subjects, c.columns, c.versions, c.blobs"
+    " from sync_changed ch"
+    " left join (select e.person_token, json_agg(json_build_array(e.event_type,"
+    "  e.effective_on, e.purpose, e.expires_on, e.source_ref) order by e.effective_on,"
+    "  e.event_type, e.purpose, e.expires_on, e.source_ref)::text as events"
+    f"  from ({CONSENT_SOURCES}) e join sync_changed using (person_token)"
+    "  group by e.person_token) ev using (person_token)"
     " left join lateral (select array_agg(v.subject_token order by v.column_name,"
     "  v.effective_at desc nulls last, v.subject_token) as subjects,"
     "  array_agg(v.column_name order by v.column_name, v.effective_at desc nulls last,"
@@ -486,14 +507,22 @@ _CHANGED_MEMBERS_SQL = (
     "  v.subject_token) as blobs"
     "  from landing.person_xref x join vault.contact_fields v"
     "  on v.subject_token = x.subject_token"
-    "  where %(decrypt)s and x.person_token = i.person_token"
+    "  where %(decrypt)s and x.person_token = ch.person_token"
     "  and v.column_name = any(%(columns)s)) c on true"
-    " where s.person_token is null or i.fingerprint is null"
-    "  or s.source_fingerprint is distinct from i.fingerprint"
-    "  or s.consent_fingerprint is distinct from i.consent_fingerprint"
-    "  or s.consent_valid_until is null or s.consent_valid_until < %(day)s"
-    " order by i.person_token"
+    " order by ch.person_token"
 )
+
+
+def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> None:
+    """The members sync_state does not vouch for into the session's temp table sync_changed
+    (analysed, so the next query reads a few changed members by index and many by hash)."""
+    conn.execute(
+        "create temp table if not exists sync_changed (person_token text primary key,"
+        " fingerprint text, consent_fingerprint text)"
+    )
+    conn.execute("truncate sync_changed")
+    conn.execute(_CHANGED_MEMBERS_SQL, params)
+    conn.execute("analyze sync_changed")
 
 
 def _refresh_fingerprints(

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.consent import PURPOSES, ConsentEvent, consent_state_on
-from services.send_gate import consent_fingerprint, stable_until
+from services.send_gate import stable_until
 
 days = st.dates(min_value=dt.date(2025, 1, 1), max_value=dt.date(2026, 12, 31))
 event = st.builds(
@@ -34,9 +34,3 @@ def test_a_decision_holds_until_stable_until(events, day, later):
             assert consent_state_on(events, purpose, other) == consent_state_on(
                 events, purpose, day
             )
-
-
-def test_the_fingerprint_covers_purpose_and_events():
-    events = '[["permit", "2025-01-01", "marketing", null, "c1"]]'
-    assert consent_fingerprint("marketing", events) != consent_fingerprint("treatment", events)
-    assert consent_fingerprint("marketing", events) != consent_fingerprint("marketing", "[]")
