@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import report
 from bench.plan import Estimator, plan_size
 from bench.results import Results
@@ -141,3 +143,13 @@ def test_the_protection_target_uses_the_a_b_ingest_when_it_ran():
     results.add_run("protect.records", 200, {"seconds": 9.0, "records": 1000})
     rows = [line for line in report._targets(results, [200]) if "protection adds" in line]
     assert rows and "15% ✅" in rows[0]  # 11.5 s against 10 s, not the 9 s upper bound
+
+
+def test_keep_needs_a_work_folder_and_reaches_the_steps(tmp_path):
+    from bench import run
+
+    with pytest.raises(SystemExit, match="--workdir"):
+        run._settings(run.parse_args(["--keep"]), tmp_path)
+    settings = run._settings(run.parse_args(["--keep", "--workdir", str(tmp_path)]), tmp_path)
+    assert settings["options"].keep
+    assert not run._settings(run.parse_args([]), tmp_path)["options"].keep
