@@ -108,7 +108,11 @@ SPECS: dict[str, Spec] = {
                          "AES-256-GCM encrypt, cryptography, fresh nonce (one call each)",
                          "encryptions"),
     # identity
-    "resolve": Spec("identity", "stage", "services.identity.resolve_persons", "subjects"),
+    "resolve": Spec("identity", "stage", "services.identity.resolve_persons", "subjects",
+                    limits=("limit.read_keys",)),
+    "limit.read_keys": Spec("identity", "limit",
+                            "PostgreSQL streaming every identity key once, in key order",
+                            "subjects"),
     # dbt
     "dbt.full": Spec("dbt", "stage", "dbt build --full-refresh", "landing rows",
                      limits=("limit.read_landing",)),
@@ -160,6 +164,7 @@ _STEP_OF = {
     "ingest.fhir.fast": "ingest", "ingest.hl7": "ingest", "ingest.crm": "ingest",
     "ingest.fhir.strict": "ingest_strict", "baseline.insert_rows": "db_limits",
     "load.copy_rows": "db_limits", "limit.read_landing": "db_limits", "resolve": "resolve",
+    "limit.read_keys": "resolve",
     "dbt.full": "dbt_full", "dbt.incremental": "dbt_incremental", "sync.full": "sync_full",
     "sync.incremental": "sync_incremental", "baseline.repush": "sync_repush",
     "events.readback": "events", "limit.copy.events": "events",

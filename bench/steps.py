@@ -220,7 +220,9 @@ def _db_limits(ctx: SizeContext, r: int, profile: bool) -> bool:
 
 
 def _resolve(ctx: SizeContext, r: int, profile: bool) -> bool:
-    return ctx.measure("resolve", model.resolve, ctx.warehouse, ctx.keyring, profile=profile)
+    ok = ctx.measure("resolve", model.resolve, ctx.warehouse, ctx.keyring, profile=profile)
+    return ok and ctx.measure("limit.read_keys", model.read_identity_keys, ctx.warehouse,
+                              profile=profile)  # fmt: skip
 
 
 def _dbt_full(ctx: SizeContext, r: int, profile: bool) -> bool:

@@ -39,6 +39,26 @@ def resolve(warehouse, keyring: str) -> StageResult:
     return {"seconds": seconds, "records": report.subjects, "persons": report.persons}
 
 
+def read_identity_keys(warehouse) -> StageResult:
+    """Limit for identity resolution: PostgreSQL streaming every identity key to the client
+    once, in the key order resolution reads them (server-side cursor), nothing done with
+    them. Per subject, as resolution counts."""
+    with warehouse.connect() as conn:
+        (subjects,) = conn.execute(
+            "select count(distinct subject_token) from vault.identity_keys"
+        ).fetchone()
+        started = perf_counter()
+        with conn.cursor("bench_identity_keys") as keys:
+            keys.execute(
+                "select subject_token, key_type, key_hash from vault.identity_keys"
+                " order by key_type, key_hash, subject_token"
+            )
+            while keys.fetchmany(50_000):
+                pass
+        seconds = perf_counter() - started
+    return {"seconds": seconds, "records": subjects}
+
+
 def dbt_build(
     warehouse, target_dir: str, full_refresh: bool, extra: tuple[str, ...] = ()
 ) -> StageResult:
