@@ -122,12 +122,15 @@ SPECS: dict[str, Spec] = {
                                "landing rows"),
     # sync
     "sync.full": Spec("sync", "stage", "diff sync, first run (everyone is an add)",
-                      "members", ("baseline.repush",)),
+                      "members", ("baseline.repush",), ("limit.push",)),
     "sync.incremental": Spec("sync", "stage", "diff sync after 1% of people changed",
                              "members", ("baseline.repush",)),
     "baseline.repush": Spec("sync", "baseline",
                             "full re-push: consent gate + decrypt + push all, no diff",
                             "members"),
+    "limit.push": Spec("sync", "limit",
+                       "a fresh engine taking as many new members, built in memory",
+                       "members"),
     # events
     "events.readback": Spec("events", "stage", "services.feedback.read_feedback", "events",
                             limits=("limit.copy.events",)),
@@ -167,6 +170,7 @@ _STEP_OF = {
     "limit.read_keys": "resolve",
     "dbt.full": "dbt_full", "dbt.incremental": "dbt_incremental", "sync.full": "sync_full",
     "sync.incremental": "sync_incremental", "baseline.repush": "sync_repush",
+    "limit.push": "sync_repush",
     "events.readback": "events", "limit.copy.events": "events",
     "ingest.protected": "protection_overhead", "ingest.unprotected": "protection_overhead",
 }  # fmt: skip

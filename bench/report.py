@@ -30,6 +30,7 @@ SHORT = {
     "limit.hmac_cryptography": "cryptography HMAC",
     "limit.read_landing": "count(*)",
     "limit.read_keys": "key read",
+    "limit.push": "push only",
     "baseline.fhir_resources": "fhir.resources",
     "baseline.hl7apy": "hl7apy",
     "baseline.python_hl7": "python-hl7",

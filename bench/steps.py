@@ -259,8 +259,10 @@ def _sync_incremental(ctx: SizeContext, r: int, profile: bool) -> bool:
 
 def _sync_repush(ctx: SizeContext, r: int, profile: bool) -> bool:
     assert ctx.sandbox is not None
-    return ctx.measure("baseline.repush", activate.repush_all, ctx.warehouse, ctx.keyring,
-                       ctx.sandbox.endpoint, ctx.manifest, profile=profile)  # fmt: skip
+    ok = ctx.measure("baseline.repush", activate.repush_all, ctx.warehouse, ctx.keyring,
+                     ctx.sandbox.endpoint, ctx.manifest, profile=profile)  # fmt: skip
+    return ok and ctx.measure("limit.push", activate.push_limit, ctx.warehouse,
+                              str(ctx.work / "engine-limit"), profile=profile)  # fmt: skip
 
 
 def _events(ctx: SizeContext, r: int, profile: bool) -> bool:

@@ -1,5 +1,6 @@
 """Activation stages against the SANDBOX engine over HTTPS: diff sync (full and 1% changed),
-a full re-push baseline (consent gate kept, no diff, no ledger) and events readback."""
+a full re-push baseline (consent gate kept, no diff, no ledger), the engine's own limit
+(members pushed from memory) and events readback."""
 
 from __future__ import annotations
 
@@ -183,6 +184,35 @@ def repush_all(warehouse, keyring: str, endpoint: dict, manifest: str) -> StageR
                 pushed += len(batch)
         seconds = perf_counter() - started
     return {"seconds": seconds, "records": members_total, "pushed": pushed}
+
+
+def push_limit(warehouse, folder: str) -> StageResult:
+    """Limit for sync: a fresh SANDBOX engine taking as many new members as the audiences
+    hold, in batches built in memory (synthetic addresses: no gate, no vault, no ledger, no
+    diff), one request at a time as the sync sends them. Every member is new, as in a first
+    sync, so the engine does the same work per member (it records the simulated send); its
+    own engine keeps those events away from the readback stage."""
+    from bench.workspace import SandboxProcess
+    from connectors.email.base import Member
+    from services.sync import BATCH_SIZE
+
+    with warehouse.connect() as conn:
+        members = _members(conn)
+    sandbox = SandboxProcess(Path(folder))
+    try:
+        engine = _engine(sandbox.endpoint)
+        engine.ensure_audience("bench_push_limit", "bench_push_limit", "treatment")
+        started = perf_counter()
+        for start in range(0, members, BATCH_SIZE):
+            batch = [
+                Member(f"limit-{i:09d}", f"member{i}@example.org", {"given_name": "Ann"})
+                for i in range(start, min(start + BATCH_SIZE, members))
+            ]
+            engine.upsert("bench_push_limit", batch, idempotency_key=f"limit-{start}")
+        seconds = perf_counter() - started
+    finally:
+        sandbox.stop()
+    return {"seconds": seconds, "records": members}
 
 
 def read_events(warehouse, endpoint: dict, destination: str) -> StageResult:
