@@ -324,7 +324,6 @@ def _stream_members(
     prints: dict[str, Fingerprints] = {}
     refresh = push is not None and not blocked
     done = 0
-    # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
     params = {
         "audience": definition.audience,
         "destination": differ.destination,
@@ -334,6 +333,7 @@ def _stream_members(
         "decrypt": not blocked,  # a blocked run decrypts nothing
     }
     _load_changed(conn, params)
+    # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
     with conn.cursor("sync_members", withhold=True) as cursor:
         cursor.execute(_MEMBER_INPUTS_SQL, params)
         while rows := cursor.fetchmany(chunk_size):
