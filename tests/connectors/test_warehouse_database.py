@@ -60,3 +60,41 @@ def test_tuning_scales_with_memory_within_bounds():
     assert small["shared_buffers"] == "512MB"
     assert large["shared_buffers"] == "4096MB"  # capped: the OS page cache does the rest
     assert tuning(256 << 20)["shared_buffers"] == "128MB"  # never below PostgreSQL's default
+
+
+def test_feedback_naming_a_rotated_token_lands_under_the_current_one(warehouse):
+    """The statement-level trigger follows a chain of rotations (a -> b -> c) for rows
+    written by COPY and by INSERT, in events and suppressions, and leaves other rows alone."""
+    with warehouse.connect() as conn:
+        conn.execute(
+            "insert into vault.token_rekey (old_token, new_token, kind, rotation_id)"
+            " values ('tok-a', 'tok-b', 'person', 1), ('tok-b', 'tok-c', 'person', 2)"
+        )
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "copy engagement.events (event_id, destination, person_token, event_type,"
+                " occurred_at) from stdin"
+            ) as copy,
+        ):
+            for event_id, token in (("ev-1", "tok-a"), ("ev-2", "tok-b"), ("ev-3", "tok-z")):
+                copy.write_row((event_id, "sandbox", token, "open", "2026-01-02T00:00:00Z"))
+        conn.execute(
+            "insert into engagement.suppressions (event_id, destination, person_token,"
+            " event_type, effective_at) values ('su-1', 'sandbox', 'tok-a', 'unsubscribe',"
+            " now()), ('su-2', 'sandbox', 'tok-y', 'complaint', now())"
+        )
+        events = dict(
+            conn.execute(
+                "select event_id, person_token from engagement.events where event_id like 'ev-%'"
+            )
+        )
+        suppressions = dict(
+            conn.execute(
+                "select event_id, person_token from engagement.suppressions"
+                " where event_id like 'su-%'"
+            )
+        )
+        conn.rollback()
+    assert events == {"ev-1": "tok-c", "ev-2": "tok-c", "ev-3": "tok-z"}
+    assert suppressions == {"su-1": "tok-c", "su-2": "tok-y"}
