@@ -13,6 +13,11 @@ from domain.policy import FieldPolicy
 from domain.tokens import Tokenizer
 
 KEYS_PER_FETCH = 50_000
+# Every identity key in the order resolve(keys_sorted=True) needs (bench/ prices reading it).
+IDENTITY_KEYS_IN_ORDER = (
+    "select subject_token, key_type, key_hash from vault.identity_keys"
+    " order by key_type, key_hash, subject_token"
+)
 
 
 @dataclass
@@ -47,10 +52,7 @@ def resolve_persons(
         # Streamed in key order (a server-side cursor), never held whole: see resolve().
         with conn.cursor("identity_keys") as keys:
             keys.itersize = KEYS_PER_FETCH
-            keys.execute(
-                "select subject_token, key_type, key_hash from vault.identity_keys"
-                " order by key_type, key_hash, subject_token"
-            )
+            keys.execute(IDENTITY_KEYS_IN_ORDER)
             resolution: Resolution = resolve(subjects, keys, merges, tokenizer, keys_sorted=True)
         conn.execute(
             "create temp table xref_new (like landing.person_xref including defaults)"

@@ -43,16 +43,15 @@ def read_identity_keys(warehouse) -> StageResult:
     """Limit for identity resolution: PostgreSQL streaming every identity key to the client
     once, in the key order resolution reads them (server-side cursor), nothing done with
     them. Per subject, as resolution counts."""
+    from services.identity import IDENTITY_KEYS_IN_ORDER
+
     with warehouse.connect() as conn:
         (subjects,) = conn.execute(
             "select count(distinct subject_token) from vault.identity_keys"
         ).fetchone()
         started = perf_counter()
         with conn.cursor("bench_identity_keys") as keys:
-            keys.execute(
-                "select subject_token, key_type, key_hash from vault.identity_keys"
-                " order by key_type, key_hash, subject_token"
-            )
+            keys.execute(IDENTITY_KEYS_IN_ORDER)
             while keys.fetchmany(50_000):
                 pass
         seconds = perf_counter() - started

@@ -377,19 +377,12 @@ begin
     -- Each pass moves the new rows whose token was rotated one hop along the chain (the
     -- rows are found through the tokens as inserted, so unmapped rows are never touched).
     loop
-        if tg_table_name = 'events' then
-            update engagement.events t set person_token = r.new_token
-            from vault.token_rekey r
-            where r.old_token = t.person_token and t.event_id in (
-                select n.event_id from new_rows n
-                join vault.token_rekey first_hop on first_hop.old_token = n.person_token);
-        else
-            update engagement.suppressions t set person_token = r.new_token
-            from vault.token_rekey r
-            where r.old_token = t.person_token and t.event_id in (
-                select n.event_id from new_rows n
-                join vault.token_rekey first_hop on first_hop.old_token = n.person_token);
-        end if;
+        execute format(
+            'update %I.%I t set person_token = r.new_token from vault.token_rekey r'
+            ' where r.old_token = t.person_token and t.event_id in (select n.event_id'
+            '  from new_rows n join vault.token_rekey first_hop'
+            '  on first_hop.old_token = n.person_token)',
+            tg_table_schema, tg_table_name);
         get diagnostics moved = row_count;
         hops := hops + 1;
         exit when moved = 0 or hops >= 16;
