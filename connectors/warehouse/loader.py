@@ -119,6 +119,7 @@ class _Batches:
         self.source = source
         self.rows: dict[str, list[tuple]] = {}
         self.staged: set[str] = set()  # entities with a staging table (writer thread only)
+        self.types: dict[str, list[int]] = {}  # COPY column types per table (writer thread)
         self.locked = False  # holds the source's merge lock (writer thread only)
         conn.execute(
             "create temp table if not exists vault_incoming (like vault.contact_fields"
@@ -169,13 +170,13 @@ class _Batches:
             )
             self.locked = True
         if target == _QUARANTINE:
-            _copy(conn, _QUARANTINE, QUARANTINE_COLUMNS, rows)
+            self._copy(_QUARANTINE, QUARANTINE_COLUMNS, rows)
         elif target == _VAULT:
-            _copy(conn, _VAULT, VAULT_COLUMNS, rows)
+            self._copy(_VAULT, VAULT_COLUMNS, rows)
             _merge_vault(conn)
             conn.execute("truncate vault_incoming")
         elif target == _IDENTITY:
-            _copy(conn, _IDENTITY, IDENTITY_COLUMNS, rows)
+            self._copy(_IDENTITY, IDENTITY_COLUMNS, rows)
             conn.execute(
                 "insert into vault.identity_keys select * from identity_incoming"
                 " on conflict do nothing"
@@ -190,16 +191,41 @@ class _Batches:
                 )
                 self.staged.add(target)
             columns = ["file_id", "source", "position", *self.protector.columns(target)]
-            _copy(conn, incoming, columns, rows)
+            self._copy(incoming, columns, rows)
             _merge_landing(conn, target, self.protector)
             conn.execute(f"truncate {incoming}")
 
+    def _copy(self, table: str, columns: list[str] | tuple[str, ...], rows: list[tuple]) -> None:
+        """COPY in binary format: the rows hold typed values (dates, bytes, numbers), and
+        binary needs no text escaping of the ciphertexts, which halves the client's cost of
+        the vault's COPY (measured: 352k vault rows 1.45 s of CPU as text, 0.63 s binary),
+        CPU the writer would otherwise take from the reading thread under the GIL."""
+        types = self.types.get(table)
+        if types is None:
+            types = self.types[table] = _column_types(self.conn, table, columns)
+        listed = ", ".join(columns)
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"copy {table} ({listed}) from stdin (format binary)") as copy,
+        ):
+            copy.set_types(types)
+            write = copy.write_row
+            for row in rows:
+                write(row)
 
-def _copy(conn: psycopg.Connection, table: str, columns: Iterable[str], rows: list[tuple]) -> None:
-    with conn.cursor() as cur, cur.copy(f"copy {table} ({', '.join(columns)}) from stdin") as copy:
-        write = copy.write_row
-        for row in rows:
-            write(row)
+
+def _column_types(
+    conn: psycopg.Connection, table: str, columns: list[str] | tuple[str, ...]
+) -> list[int]:
+    """The type oids of `columns` of `table` (a temp table resolves through the search path)."""
+    found = dict(
+        conn.execute(
+            "select attname, atttypid::int from pg_attribute"
+            " where attrelid = %s::regclass and attnum > 0 and not attisdropped",
+            (table,),
+        ).fetchall()
+    )
+    return [found[column] for column in columns]
 
 
 def load_file(
