@@ -7,13 +7,17 @@ encrypts and generalizes, the loader writes landing/vault/quarantine in one tran
 from __future__ import annotations
 
 import gc
+import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import PurePosixPath
 
 import psycopg
 
-from connectors.warehouse.loader import FileLoadResult, InputUnit, load_file
+from connectors.warehouse.loader import FileLoadResult, InputUnit, WriteTurn, load_file
 from domain.protect import Protector
 
 SOURCES = ("fhir", "hl7", "crm")
@@ -67,19 +71,71 @@ def ingest_uris(
     source: str | None = None,
     fhir_mode: str = "fast",
 ) -> list[FileLoadResult]:
-    results = []
+    """Load each file in its own transaction (load_file), two files in flight at a time.
+
+    A file's last batches are written and committed while the next file is already being
+    read and protected on a second connection: loading them strictly one after the other
+    left the reading core idle for that drain (1-3 s per file, a third of the time of the
+    nine FHIR files at 100k patients). Files of one source still merge and commit in the
+    order given (WriteTurn); the results come back in that order, and the first error is
+    raised once the file beside it has ended.
+    """
+    uris = list(uris)
     with bulk_load_gc():
-        for uri in uris:
-            kind = source or detect_source(uri)
-            result = load_file(
-                conn,
-                uri=uri,
-                source=kind,
-                units=read_units(uri, kind, fhir_mode),
-                protector=protector,
-            )  # load_file writes the "ingest" audit record inside the file's own transaction
-            results.append(result)
-    return results
+        if len(uris) < 2:
+            return [_load(conn, uri, protector, source, fhir_mode, WriteTurn()) for uri in uris]
+        # One Protector per lane: its caches and counters are plain dicts, not shared
+        # between threads; the counters are added back to the caller's at the end.
+        lane_protectors = [_lane_copy(protector), _lane_copy(protector)]
+        futures: list[Future[FileLoadResult]] = []
+        try:
+            with (
+                _second_connection(conn) as other,
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-file") as lanes,
+            ):
+                previous: threading.Event | None = None
+                for index, uri in enumerate(uris):
+                    if index >= 2:
+                        futures[index - 2].result()  # its lane is free (or its error is raised)
+                    lane = index % 2
+                    turn = WriteTurn(previous)
+                    job = (conn, other)[lane], uri, lane_protectors[lane], source, fhir_mode, turn
+                    futures.append(lanes.submit(_load, *job))
+                    previous = turn.taken
+            return [future.result() for future in futures]
+        finally:
+            for lane_protector in lane_protectors:
+                protector.unknown_fields.update(lane_protector.unknown_fields)
+                protector.dropped.update(lane_protector.dropped)
+
+
+def _load(
+    conn: psycopg.Connection,
+    uri: str,
+    protector: Protector,
+    source: str | None,
+    fhir_mode: str,
+    turn: WriteTurn,
+) -> FileLoadResult:
+    kind = source or detect_source(uri)
+    # load_file writes the "ingest" audit record inside the file's own transaction.
+    return load_file(
+        conn, uri=uri, source=kind, units=read_units(uri, kind, fhir_mode),
+        protector=protector, turn=turn,
+    )  # fmt: skip
+
+
+def _lane_copy(protector: Protector) -> Protector:
+    return replace(protector, unknown_fields=Counter(), dropped=Counter())
+
+
+@contextmanager
+def _second_connection(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """A connection to the same database as `conn`, with the same credentials."""
+    password = conn.info.password
+    extra = {"password": password} if password else {}
+    with psycopg.connect(conn.info.dsn, **extra) as other:
+        yield other
 
 
 @contextmanager

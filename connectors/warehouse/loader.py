@@ -16,6 +16,7 @@ batch, as the single merge's `row_id desc` did.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,6 +88,20 @@ class FileLoadResult:
         }
 
 
+@dataclass
+class WriteTurn:
+    """Orders files loaded side by side (services.ingest keeps two files in flight).
+
+    A file enters its manifest row only once the file before it holds its source's merge
+    lock or is done. So files of one source merge and commit in the order given (on equal
+    effective times the later file wins, as when they load one after the other), and a file
+    listed twice waits for its first load's manifest row instead of taking it first.
+    """
+
+    previous: threading.Event | None = None
+    taken: threading.Event = field(default_factory=threading.Event)
+
+
 def redact_uri(uri: str) -> str:
     """Drop credentials (user:password@) from a URI before it is stored or shown."""
     scheme, sep, rest = uri.partition("://")
@@ -113,8 +128,11 @@ class _Batches:
     statements never interleave; the reader only builds rows.
     """
 
-    def __init__(self, conn: psycopg.Connection, protector: Protector, source: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, protector: Protector, source: str, turn: WriteTurn
+    ) -> None:
         self.conn = conn
+        self.turn = turn
         self.protector = protector
         self.source = source
         self.rows: dict[str, list[tuple]] = {}
@@ -169,6 +187,7 @@ class _Batches:
                 "select pg_advisory_xact_lock(%s::int, hashtext(%s))", (MERGE_LOCK, self.source)
             )
             self.locked = True
+            self.turn.taken.set()
         if target == _QUARANTINE:
             self._copy(_QUARANTINE, QUARANTINE_COLUMNS, rows)
         elif target == _VAULT:
@@ -237,6 +256,7 @@ def load_file(
     protector: Protector,
     fingerprint: tuple[int, str] | None = None,
     audit_action: str | None = "ingest",
+    turn: WriteTurn | None = None,
 ) -> FileLoadResult:
     """Protect and load every unit of one file; commit once at the end.
 
@@ -244,17 +264,45 @@ def load_file(
     whose "file" is one decrypted record); otherwise the URI is read to compute it.
     audit_action: the audit record written in the same transaction as the load, so a crash
     cannot leave a loaded file unaudited (None: the caller audits on its own).
+    turn: this file's place among files loaded side by side (see WriteTurn).
     """
+    turn = turn or WriteTurn()
+    try:
+        return _load_file(conn, uri, source, units, protector, fingerprint, audit_action, turn)
+    finally:
+        turn.taken.set()  # done (loaded, skipped or failed): the next file need not wait
+
+
+def _load_file(
+    conn: psycopg.Connection,
+    uri: str,
+    source: str,
+    units: Iterable[InputUnit],
+    protector: Protector,
+    fingerprint: tuple[int, str] | None,
+    audit_action: str | None,
+    turn: WriteTurn,
+) -> FileLoadResult:
     shown_uri = redact_uri(uri)
     result = FileLoadResult(uri=shown_uri, source=source)
     size, sha256 = fingerprint or file_fingerprint(uri)
+    if turn.previous is not None:
+        turn.previous.wait()
     with conn.transaction():
-        existing = conn.execute(
-            "select file_id, records_read, records_loaded, records_quarantined"
-            " from landing.source_files where source = %s and sha256 = %s",
-            (source, sha256),
+        # The same file loading on another connection holds this key until it commits:
+        # the insert waits for it, then finds the file loaded and skips it.
+        inserted = conn.execute(
+            "insert into landing.source_files (uri, source, size_bytes, sha256)"
+            " values (%s, %s, %s, %s) on conflict (source, sha256) do nothing"
+            " returning file_id",
+            (shown_uri, source, size, sha256),
         ).fetchone()
-        if existing:
+        if inserted is None:
+            existing = conn.execute(
+                "select file_id, records_read, records_loaded, records_quarantined"
+                " from landing.source_files where source = %s and sha256 = %s",
+                (source, sha256),
+            ).fetchone()
             result.file_id, result.read, result.loaded, result.quarantined = existing
             result.skipped = True
             result.quarantined_by_reason.update(
@@ -267,13 +315,8 @@ def load_file(
                 )
             )
             return result
-        file_id = conn.execute(
-            "insert into landing.source_files (uri, source, size_bytes, sha256)"
-            " values (%s, %s, %s, %s) returning file_id",
-            (shown_uri, source, size, sha256),
-        ).fetchone()[0]
-        result.file_id = file_id
-        batches = _Batches(conn, protector, source)
+        file_id = result.file_id = inserted[0]
+        batches = _Batches(conn, protector, source, turn)
         try:
             _read_into(batches, protector, file_id, source, units, result)
             batches.finish()

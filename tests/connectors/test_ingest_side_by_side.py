@@ -1,0 +1,108 @@
+"""services.ingest.ingest_uris keeps two files in flight (the next one is read while the one
+before it commits); the outcome must be the one of loading them one after the other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from connectors.warehouse.loader import redact_uri
+from pipelines.resources import PrivacyResource
+from services.ingest import ingest_uris
+
+UPDATED = "2026-03-01T10:00:00Z"
+
+
+RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+
+
+def _patient(pid: str, gender: str, given: str, race_text: str = "White") -> str:
+    return json.dumps(
+        {
+            "resourceType": "Patient",
+            "id": pid,
+            "meta": {"lastUpdated": UPDATED},
+            "extension": [{"url": RACE, "extension": [{"url": "text", "valueString": race_text}]}],
+            "gender": gender,
+            "name": [{"family": "Sidebyside", "given": [given]}],
+            "birthDate": "1970-05-06",
+        }
+    )
+
+
+def _write(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_the_later_file_wins_a_tie_although_it_loads_beside_the_earlier(warehouse, tmp_path):
+    """The first file is large and the second tiny: unordered, the tiny one would merge and
+    commit first and the first file's row would win the tie on effective time."""
+    protector = PrivacyResource().protector()
+    first = _write(
+        tmp_path / "first.ndjson",
+        [_patient(f"sbs-fill-{i}", "female", "Filler") for i in range(3000)]
+        + [_patient("sbs-tie", "female", "Earlier")],
+    )
+    second = _write(tmp_path / "second.ndjson", [_patient("sbs-tie", "male", "Later")])
+    with warehouse.connect() as conn:
+        results = ingest_uris(conn, [first, second], protector, "fhir")
+        assert [(r.uri, r.read, r.loaded) for r in results] == [
+            (redact_uri(first), 3001, 3001),
+            (redact_uri(second), 1, 1),
+        ]
+        subject = protector.tokenizer.subject_token("fhir", "sbs-tie")
+        sex, file_id = conn.execute(
+            "select sex, file_id from landing.patients where subject_token = %s", (subject,)
+        ).fetchone()
+        key_version, blob = conn.execute(
+            "select key_version, ciphertext from vault.contact_fields"
+            " where subject_token = %s and column_name = 'given_name'",
+            (subject,),
+        ).fetchone()
+    assert (sex, file_id) == ("male", results[1].file_id)
+    assert protector.cipher.decrypt(subject, "given_name", key_version, blob) == "Later"
+
+
+def test_a_file_listed_twice_loads_once(warehouse, tmp_path):
+    protector = PrivacyResource().protector()
+    uri = _write(tmp_path / "twice.ndjson", [_patient("sbs-twice", "female", "Once")])
+    with warehouse.connect() as conn:
+        first, second, third = ingest_uris(conn, [uri, uri, uri], protector, "fhir")
+    assert not first.skipped and second.skipped and third.skipped
+    assert first.file_id == second.file_id == third.file_id
+    assert (second.read, second.loaded) == (1, 1)
+
+
+def test_counters_of_both_lanes_reach_the_callers_protector(warehouse, tmp_path):
+    protector = PrivacyResource().protector()
+    # A kept free-text value holding an e-mail address is nulled and counted, once per file.
+    leaky = "ask lane@example.org"
+    uris = [
+        _write(tmp_path / f"lane-{i}.ndjson", [_patient(f"sbs-lane-{i}", "other", "Lane", leaky)])
+        for i in range(3)
+    ]
+    with warehouse.connect() as conn:
+        ingest_uris(conn, uris, protector, "fhir")
+    assert protector.dropped == {("patient", "race", "dlp:email"): 3}
+
+
+def test_an_error_in_one_file_is_raised_after_the_file_beside_it_ends(warehouse, tmp_path):
+    protector = PrivacyResource().protector()
+    good = _write(tmp_path / "good.ndjson", [_patient("sbs-good", "female", "Good")])
+    missing = str(tmp_path / "missing.ndjson")
+    after = _write(tmp_path / "after.ndjson", [_patient("sbs-after", "female", "After")])
+    with warehouse.connect() as conn:
+        with pytest.raises(FileNotFoundError):
+            ingest_uris(conn, [missing, good, after], protector, "fhir")
+        loaded = {
+            uri
+            for (uri,) in conn.execute(
+                "select uri from landing.source_files where uri = any(%s)",
+                ([redact_uri(good), redact_uri(after), redact_uri(missing)],),
+            )
+        }
+    # The file beside the failing one was loading already and commits; none starts after.
+    assert loaded == {redact_uri(good)}
