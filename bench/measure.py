@@ -14,6 +14,7 @@ import io
 import multiprocessing as mp
 import os
 import pstats
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -43,13 +44,12 @@ def peak_rss_mb() -> float:
 def _child(conn, fn: Callable[..., StageResult], args: tuple, profile: bool) -> None:
     try:
         started = time.perf_counter()
-        profiler = cProfile.Profile() if profile else None
-        if profiler is not None:
-            profiler.enable()
+        profilers = _profile_all_threads() if profile else []
         out = fn(*args)
-        if profiler is not None:
-            profiler.disable()
-            out["profile"] = _profile_text(profiler)
+        if profilers:
+            profilers[0].disable()
+            threading.setprofile(None)
+            out["profile"] = _profile_text(profilers)
         out["peak_rss_mb"] = round(peak_rss_mb(), 1)
         out["wall_seconds"] = time.perf_counter() - started
         conn.send(("ok", out))
@@ -59,9 +59,31 @@ def _child(conn, fn: Callable[..., StageResult], args: tuple, profile: bool) -> 
         conn.close()
 
 
-def _profile_text(profiler: cProfile.Profile, top: int = 25) -> str:
+def _profile_all_threads() -> list[cProfile.Profile]:
+    """A profiler for this thread, enabled, and one for each thread started from now on.
+
+    The stages do their work in threads (ingest reads files in two lanes, each with a
+    writer thread), which a profiler of the calling thread alone would see only waiting.
+    A thread's first profile event enables its own profiler, which replaces the hook.
+    """
+    profilers = [cProfile.Profile()]
+
+    def start_in_thread(frame: Any, event: str, arg: Any) -> None:
+        profiler = cProfile.Profile()
+        profilers.append(profiler)
+        profiler.enable()
+
+    threading.setprofile(start_in_thread)
+    profilers[0].enable()
+    return profilers
+
+
+def _profile_text(profilers: list[cProfile.Profile], top: int = 25) -> str:
+    """The threads' profiles added up; waiting on locks shows as `acquire`."""
     buffer = io.StringIO()
-    stats = pstats.Stats(profiler, stream=buffer)
+    stats = pstats.Stats(profilers[0], stream=buffer)
+    for profiler in profilers[1:]:
+        stats.add(profiler)
     stats.sort_stats("tottime").print_stats(top)
     return buffer.getvalue()
 
