@@ -10,7 +10,9 @@ the other. So the two overlap: the reading thread fills batches of rows and a wr
 stages and merges each full batch on the file's connection (inside its one transaction)
 while the next batch is being built. Merging batch by batch keeps the same outcome as one
 merge at the end: each upsert lets the newest effective time win, and on a tie the later
-batch, as the single merge's `row_id desc` did.
+batch, as the single merge's `row_id desc` did. Rows go over COPY's binary format with the
+staging tables' column types. services.ingest keeps two files in flight on two connections;
+WriteTurn keeps files of one source merging in the order given.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import psycopg
 import smart_open
+from psycopg.adapt import PyFormat
 
 from connectors.warehouse.audit import record_audit
 from connectors.warehouse.database import landing_table
@@ -39,6 +42,7 @@ BATCH_ROWS = 50_000
 # Full batches handed to the writer and not yet done before the reader waits: bounds memory
 # to a few batches whatever the file size.
 PENDING_BATCHES = 3
+_BYTES_BINARY_DUMPER = psycopg.adapters.get_dumper(bytes, PyFormat.BINARY)
 MERGE_LOCK = 7262003  # advisory lock class: one loading transaction per source at a time
 VAULT_COLUMNS = ("subject_token", "column_name", "key_version", "ciphertext", "effective_at")
 IDENTITY_COLUMNS = ("subject_token", "key_type", "key_hash")
@@ -223,14 +227,16 @@ class _Batches:
         if types is None:
             types = self.types[table] = _column_types(self.conn, table, columns)
         listed = ", ".join(columns)
-        with (
-            self.conn.cursor() as cur,
-            cur.copy(f"copy {table} ({listed}) from stdin (format binary)") as copy,
-        ):
-            copy.set_types(types)
-            write = copy.write_row
-            for row in rows:
-                write(row)
+        with self.conn.cursor() as cur:
+            # By type oid, psycopg picks the dumper of its DB-API `Binary` wrapper for bytea,
+            # a Python-level call per value; the rows hold plain bytes, which its C dumper
+            # takes (~1 us a ciphertext less). The cursor's adapters are its own copy.
+            cur.adapters.register_dumper(bytes, _BYTES_BINARY_DUMPER)
+            with cur.copy(f"copy {table} ({listed}) from stdin (format binary)") as copy:
+                copy.set_types(types)
+                write = copy.write_row
+                for row in rows:
+                    write(row)
 
 
 def _column_types(
