@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 
 import psycopg
 
-from connectors.warehouse.loader import FileLoadResult, InputUnit, WriteTurn, load_file
+from connectors.warehouse.loader import FileLoadResult, InputUnit, LoadTurn, load_file
 from domain.protect import Protector
 
 SOURCES = ("fhir", "hl7", "crm")
@@ -77,13 +77,13 @@ def ingest_uris(
     read and protected on a second connection: loading them strictly one after the other
     left the reading core idle for that drain (1-3 s per file, a third of the time of the
     nine FHIR files at 100k patients). Files of one source still merge and commit in the
-    order given (WriteTurn); the results come back in that order, and the first error is
+    order given (LoadTurn); the results come back in that order, and the first error is
     raised once the file beside it has ended.
     """
     uris = list(uris)
     with bulk_load_gc():
         if len(uris) < 2:
-            return [_load(conn, uri, protector, source, fhir_mode, WriteTurn()) for uri in uris]
+            return [_load(conn, uri, protector, source, fhir_mode, None) for uri in uris]
         # One Protector per lane: its caches and counters are plain dicts, not shared
         # between threads; the counters are added back to the caller's at the end.
         lane_protectors = [_lane_copy(protector), _lane_copy(protector)]
@@ -98,7 +98,7 @@ def ingest_uris(
                     if index >= 2:
                         futures[index - 2].result()  # its lane is free (or its error is raised)
                     lane = index % 2
-                    turn = WriteTurn(previous)
+                    turn = LoadTurn(previous)
                     job = (conn, other)[lane], uri, lane_protectors[lane], source, fhir_mode, turn
                     futures.append(lanes.submit(_load, *job))
                     previous = turn.taken
@@ -115,7 +115,7 @@ def _load(
     protector: Protector,
     source: str | None,
     fhir_mode: str,
-    turn: WriteTurn,
+    turn: LoadTurn | None,
 ) -> FileLoadResult:
     kind = source or detect_source(uri)
     # load_file writes the "ingest" audit record inside the file's own transaction.

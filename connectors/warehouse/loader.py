@@ -12,7 +12,7 @@ while the next batch is being built. Merging batch by batch keeps the same outco
 merge at the end: each upsert lets the newest effective time win, and on a tie the later
 batch, as the single merge's `row_id desc` did. Rows go over COPY's binary format with the
 staging tables' column types. services.ingest keeps two files in flight on two connections;
-WriteTurn keeps files of one source merging in the order given.
+LoadTurn keeps files of one source merging in the order given.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class FileLoadResult:
 
 
 @dataclass
-class WriteTurn:
+class LoadTurn:
     """Orders files loaded side by side (services.ingest keeps two files in flight).
 
     A file enters its manifest row only once the file before it holds its source's merge
@@ -133,7 +133,7 @@ class _Batches:
     """
 
     def __init__(
-        self, conn: psycopg.Connection, protector: Protector, source: str, turn: WriteTurn
+        self, conn: psycopg.Connection, protector: Protector, source: str, turn: LoadTurn
     ) -> None:
         self.conn = conn
         self.turn = turn
@@ -262,7 +262,7 @@ def load_file(
     protector: Protector,
     fingerprint: tuple[int, str] | None = None,
     audit_action: str | None = "ingest",
-    turn: WriteTurn | None = None,
+    turn: LoadTurn | None = None,
 ) -> FileLoadResult:
     """Protect and load every unit of one file; commit once at the end.
 
@@ -270,9 +270,9 @@ def load_file(
     whose "file" is one decrypted record); otherwise the URI is read to compute it.
     audit_action: the audit record written in the same transaction as the load, so a crash
     cannot leave a loaded file unaudited (None: the caller audits on its own).
-    turn: this file's place among files loaded side by side (see WriteTurn).
+    turn: this file's place among files loaded side by side (see LoadTurn).
     """
-    turn = turn or WriteTurn()
+    turn = turn or LoadTurn()
     try:
         return _load_file(conn, uri, source, units, protector, fingerprint, audit_action, turn)
     finally:
@@ -287,7 +287,7 @@ def _load_file(
     protector: Protector,
     fingerprint: tuple[int, str] | None,
     audit_action: str | None,
-    turn: WriteTurn,
+    turn: LoadTurn,
 ) -> FileLoadResult:
     shown_uri = redact_uri(uri)
     result = FileLoadResult(uri=shown_uri, source=source)
