@@ -34,6 +34,7 @@ from connectors.email.base import Member
 from connectors.email.envelope import EnvelopeWriter
 from connectors.email.file_exchange import FileExchangeEngine
 from connectors.email.http_api import HttpEngine
+from connectors.warehouse.changes import writer_epoch
 from connectors.warehouse.database import Warehouse
 from domain.keys import KeyringFileProvider
 from services.feedback import read_feedback
@@ -206,13 +207,14 @@ def change_share(warehouse: Warehouse, cipher, n: int, share: float) -> int:
     changed = max(1, int(n * share))
     step = n // changed
     with warehouse.connect() as conn, conn.cursor() as cur:
+        epoch = writer_epoch(conn)  # stamped as the loader stamps what it writes
         for k in range(changed):
             subject = f"s{k * step:08d}"
             version, blob = cipher.encrypt(subject, "given_name", "C" + given_name(k))
             cur.execute(
-                "update vault.contact_fields set key_version = %s, ciphertext = %s"
-                " where subject_token = %s and column_name = 'given_name'",
-                (version, blob, subject),
+                "update vault.contact_fields set key_version = %s, ciphertext = %s,"
+                " change_epoch = %s where subject_token = %s and column_name = 'given_name'",
+                (version, blob, epoch, subject),
             )
         conn.commit()
     return changed

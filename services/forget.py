@@ -25,6 +25,7 @@ import psycopg
 
 from connectors.email.base import EmailEngine
 from connectors.warehouse.audit import record_audit
+from connectors.warehouse.changes import writer_epoch
 from domain.dlp import DlpScanner
 from domain.normalize import normalize_phone
 from domain.policy import FieldPolicy
@@ -91,6 +92,12 @@ def forget_person(
         report.identity_keys_removed = _delete(
             conn, "vault.identity_keys", "subject_token", subjects, dry_run
         )
+        if not dry_run:  # their payload inputs are gone: every sync re-checks them
+            conn.execute(
+                "insert into landing.person_changes (change_epoch, person_token)"
+                " select %s, p from unnest(%s::text[]) as p",
+                (writer_epoch(conn), sorted(persons)),
+            )
         report.removals_queued = _queue_removals(conn, persons, dry_run)
         if _table_exists(conn, "marts.audience_membership"):
             report.audience_rows_removed = _delete(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import psycopg
 
 from connectors.warehouse.audit import record_audit
+from connectors.warehouse.changes import writer_epoch
 from connectors.warehouse.database import landing_table
 from domain.identity import Resolution, resolve
 from domain.policy import FieldPolicy
@@ -64,15 +65,42 @@ def resolve_persons(
         ):
             for subject, person in resolution.person_of.items():
                 copy.write_row((subject, person))
-        conn.execute("delete from landing.person_xref")
-        conn.execute(
-            "insert into landing.person_xref (subject_token, person_token)"
-            " select subject_token, person_token from xref_new"
-        )
+        _replace_changed_links(conn)
         record_audit(conn, "resolve_identities", "landing.person_xref", len(resolution.person_of))
     return MatchReport(
         subjects=len(resolution.person_of),
         persons=resolution.persons,
         links_by_key_type=dict(resolution.links_by_key_type),
         merges_applied=resolution.merges_applied,
+    )
+
+
+def _replace_changed_links(conn: psycopg.Connection) -> None:
+    """Make person_xref equal xref_new, touching only the links that changed, and log the
+    persons on both sides of each change (stamped with the change epoch), so a sync knows
+    whose payload may now come from other vault rows (connectors/warehouse/changes.py).
+    Log entries no sync will ask for again (older than every sync's watermark) go."""
+    epoch = writer_epoch(conn)
+    conn.execute("analyze xref_new")
+    conn.execute(
+        "delete from landing.person_changes where change_epoch <"
+        " (select min(since_epoch) from activation.sync_watermarks)"
+    )
+    conn.execute(
+        "insert into landing.person_changes (change_epoch, person_token)"
+        " select distinct %s::bigint, p.person_token"
+        " from landing.person_xref o full join xref_new n using (subject_token)"
+        " cross join lateral (values (o.person_token), (n.person_token)) as p(person_token)"
+        " where o.person_token is distinct from n.person_token"
+        "  and p.person_token is not null",
+        (epoch,),
+    )
+    conn.execute(
+        "delete from landing.person_xref o where not exists (select 1 from xref_new n"
+        " where n.subject_token = o.subject_token and n.person_token = o.person_token)"
+    )
+    conn.execute(
+        "insert into landing.person_xref (subject_token, person_token)"
+        " select n.subject_token, n.person_token from xref_new n where not exists"
+        " (select 1 from landing.person_xref o where o.subject_token = n.subject_token)"
     )

@@ -311,6 +311,9 @@ def _rekey_core(
 ) -> None:
     """landing.*, vault.* and person_xref, in the caller's single transaction."""
     rotation_id = report.rotation_id
+    # The change log names persons by their old tokens; the resolution below logs every
+    # person anew under the new ones (each link changes), so syncs still see them all.
+    conn.execute("delete from landing.person_changes")
     conn.execute(
         "create temp table rekey_old_xref on commit drop as"
         " select subject_token, person_token from landing.person_xref"
@@ -343,6 +346,12 @@ def _rekey_core(
     ).fetchone()[0]
 
 
+REKEY_VAULT_COLUMNS = (
+    "subject_token, column_name, key_version, ciphertext, effective_at, updated_at, change_epoch"
+)
+REKEY_VAULT_COPY = f"copy rekey_vault ({REKEY_VAULT_COLUMNS}) from stdin"
+
+
 def _reencrypt_for_new_subjects(conn: psycopg.Connection, cipher: VaultCipher) -> int:
     """Vault rows under a re-keyed subject token: decrypt with the old AAD, seal with the new.
 
@@ -355,15 +364,17 @@ def _reencrypt_for_new_subjects(conn: psycopg.Connection, cipher: VaultCipher) -
     with conn.cursor(name="rekey_vault_rows") as rows:
         rows.execute(
             "select v.subject_token, m.new_token, v.column_name, v.key_version, v.ciphertext,"
-            " v.effective_at, v.updated_at from vault.contact_fields v"
+            " v.effective_at, v.updated_at, v.change_epoch from vault.contact_fields v"
             " join vault.token_rekey m on m.old_token = v.subject_token"
         )
         while chunk := rows.fetchmany(CHUNK_ROWS):
-            with conn.cursor() as cur, cur.copy("copy rekey_vault from stdin") as copy:
-                for old, new, column, version, blob, effective_at, updated_at in chunk:
+            with conn.cursor() as cur, cur.copy(REKEY_VAULT_COPY) as copy:
+                for old, new, column, version, blob, effective_at, updated_at, epoch in chunk:
                     plain = cipher.decrypt_bytes(old, column, version, blob)
                     new_version, sealed = cipher.encrypt(new, column, plain)
-                    copy.write_row((new, column, new_version, sealed, effective_at, updated_at))
+                    copy.write_row(
+                        (new, column, new_version, sealed, effective_at, updated_at, epoch)
+                    )
             moved += len(chunk)
     if moved:
         conn.execute(
@@ -371,7 +382,8 @@ def _reencrypt_for_new_subjects(conn: psycopg.Connection, cipher: VaultCipher) -
             " where m.old_token = v.subject_token"
         )
         conn.execute(
-            "insert into vault.contact_fields select * from rekey_vault"
+            f"insert into vault.contact_fields ({REKEY_VAULT_COLUMNS})"
+            f" select {REKEY_VAULT_COLUMNS} from rekey_vault"
             " on conflict (subject_token, column_name) do nothing"
         )
     conn.execute("truncate rekey_vault")

@@ -43,6 +43,7 @@ import psycopg
 from connectors.email.base import MAX_BATCH, EmailEngine
 from connectors.email.errors import EngineError
 from connectors.warehouse.audit import record_audit
+from connectors.warehouse.changes import advance_clock
 from domain.consent import consent_state_on
 from domain.send_dlp import check_payload
 from domain.sync_diff import SYNC_MODES, payload_hash
@@ -199,6 +200,7 @@ def sync_audience(
         _finish_run(conn, result, "failed", started, error_code="SYNC_ALREADY_RUNNING")
         raise RuntimeError(f"another sync of {audience} to {destination} is running")
     pusher: BatchPusher | None = None
+    next_since: int | None = None
     try:
         approval = approval_status(conn, audience, destination, manifest_path, segment)
         conn.commit()
@@ -217,6 +219,11 @@ def sync_audience(
             result.resumed, forced_removes = _resume_pending(conn, definition, destination, day)
             pusher = BatchPusher(conn, engine, run_id, definition, destination, result, concurrency)
         _ensure_statistics(conn)
+        columns = sorted({CONTACT_COLUMN, *definition.personalization_fields})
+        since = _watermark(conn, destination, audience, columns)
+        if pusher is not None and not result.blocked_reason:
+            # Changes stamped from here on are the next run's (connectors/warehouse/changes.py).
+            next_since = advance_clock(conn)
         # The member query sorts and aggregates per person; give it memory instead of disk.
         conn.execute("set work_mem = '256MB'")
         differ = SqlDiffer(conn, destination, audience, mode, SYNC_MEMBERS)
@@ -229,6 +236,7 @@ def sync_audience(
             result,
             chunk_size,
             on_progress,
+            since=since,
             push=pusher,
             blocked=bool(result.blocked_reason) and not dry_run,
             batch_size=batch_size,
@@ -242,6 +250,7 @@ def sync_audience(
                 if on_progress:
                     on_progress("remove", min(start + batch_size, len(removes)), len(removes))
             pusher.finish()
+            differ.unvouch_excluded(conn)
         differ.close(conn)
     except BaseException as error:
         _recover(conn, pusher)
@@ -265,6 +274,8 @@ def sync_audience(
             100 * max_reject_share,
             dict(result.rejected_by_code),
         )
+    if next_since is not None and status != "blocked":
+        _store_watermark(conn, destination, audience, columns, next_since)
     _finish_run(conn, result, status, started)
     return result
 
@@ -298,6 +309,7 @@ def _stream_members(
     chunk_size: int,
     on_progress: Progress | None,
     *,
+    since: int | None,
     push: BatchPusher | None,
     blocked: bool,
     batch_size: int,
@@ -331,6 +343,7 @@ def _stream_members(
         "columns": sorted(set(columns)),
         "day": day,
         "decrypt": not blocked,  # a blocked run decrypts nothing
+        "since": since,
     }
     _load_changed(conn, params)
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
@@ -453,10 +466,28 @@ SYNC_MEMBERS = "select person_token from sync_members"
 # cancelled out. Not security hashes: they only detect change, and their inputs are tokens,
 # codes and ciphertexts. A member whose digests (and cached decision's end date) match what
 # sync_state kept at its last push is unchanged and never leaves the database.
+#
+# The vault digest is recomputed only for members whose vault rows or person links changed
+# since the audience's watermark (%(since)s, a change epoch: connectors/warehouse/changes.py),
+# and for members sync_state does not vouch for; every other member keeps the digest it was
+# pushed with. Without a watermark (a first run, or other declared fields) every member is
+# digested. Consent events are digested for every member on every run: dbt rebuilds them.
 _ROW_DIGEST = "count(*)::text || ':' || sum(hashtextextended({row}, 0))::text"
 _CHANGED_MEMBERS_SQL = (
     "insert into sync_changed"
-    " with consent as (select e.person_token, %(purpose)s || ':' || "
+    " with state as (select m.person_token, s.person_token is not null as synced,"
+    "  s.source_fingerprint, s.consent_fingerprint, s.consent_valid_until"
+    "  from sync_members m left join activation.sync_state s"
+    "  on s.destination = %(destination)s and s.audience = %(audience)s"
+    "  and s.person_token = m.person_token),"
+    " touched as (select person_token from state"
+    "  where %(since)s::bigint is null or source_fingerprint is null"
+    "  union select x.person_token from vault.contact_fields v"
+    "  join landing.person_xref x on x.subject_token = v.subject_token"
+    "  where v.change_epoch >= %(since)s and v.column_name = any(%(columns)s)"
+    "  union select person_token from landing.person_changes"
+    "  where change_epoch >= %(since)s),"
+    " consent as (select e.person_token, %(purpose)s || ':' || "
     + _ROW_DIGEST.format(
         row="row(e.event_type, e.effective_on, e.purpose, e.expires_on, e.source_ref)::text"
     )
@@ -470,21 +501,21 @@ _CHANGED_MEMBERS_SQL = (
         " || coalesce(v.effective_at::text, '') || ':' || md5(v.ciphertext)"
     )
     + " as fingerprint"
-    "  from sync_members m join landing.person_xref x using (person_token)"
+    "  from touched t join sync_members m using (person_token)"
+    "  join landing.person_xref x using (person_token)"
     "  join vault.contact_fields v on v.subject_token = x.subject_token"
     "  where v.column_name = any(%(columns)s) group by x.person_token),"
     # A member without consent events has the digest of none.
-    " inputs as (select m.person_token, f.fingerprint,"
-    "  coalesce(c.fingerprint, %(purpose)s || ':0:') as consent_fingerprint"
-    "  from sync_members m left join consent c using (person_token)"
-    "  left join sources f using (person_token))"
-    " select i.person_token, i.fingerprint, i.consent_fingerprint from inputs i"
-    " left join activation.sync_state s on s.destination = %(destination)s"
-    "  and s.audience = %(audience)s and s.person_token = i.person_token"
-    " where s.person_token is null or i.fingerprint is null"
-    "  or s.source_fingerprint is distinct from i.fingerprint"
-    "  or s.consent_fingerprint is distinct from i.consent_fingerprint"
-    "  or s.consent_valid_until is null or s.consent_valid_until < %(day)s"
+    " inputs as (select st.*, case when t.person_token is null then st.source_fingerprint"
+    "  else f.fingerprint end as fingerprint,"
+    "  coalesce(c.fingerprint, %(purpose)s || ':0:') as current_consent"
+    "  from state st left join touched t using (person_token)"
+    "  left join sources f using (person_token) left join consent c using (person_token))"
+    " select person_token, fingerprint, current_consent from inputs"
+    " where not synced or fingerprint is null"
+    "  or source_fingerprint is distinct from fingerprint"
+    "  or consent_fingerprint is distinct from current_consent"
+    "  or consent_valid_until is null or consent_valid_until < %(day)s"
 )
 
 # The members that changed, with their consent events (deterministic order, as
@@ -630,6 +661,34 @@ def _recover(conn: psycopg.Connection, pusher: BatchPusher | None) -> None:
         pusher.abandon()
     conn.execute("close all")  # a WITH HOLD cursor would outlive the failed run
     conn.commit()
+
+
+def _watermark(
+    conn: psycopg.Connection, destination: str, audience: str, columns: list[str]
+) -> int | None:
+    """The change epoch from which this destination x audience must look for changed
+    inputs; None (look at every member) after no successful run, or when the audience now
+    declares other fields than the run that set the watermark read."""
+    row = conn.execute(
+        "select since_epoch from activation.sync_watermarks where destination = %s"
+        " and audience = %s and columns = %s::text[]",
+        (destination, audience, columns),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _store_watermark(
+    conn: psycopg.Connection, destination: str, audience: str, columns: list[str], since: int
+) -> None:
+    """After a run that settled every member it was given (pushed, excluded, rejected or
+    unchanged): the next run looks for changes from the epoch this one started."""
+    conn.execute(
+        "insert into activation.sync_watermarks (destination, audience, columns, since_epoch)"
+        " values (%s, %s, %s, %s) on conflict (destination, audience) do update"
+        " set columns = excluded.columns, since_epoch = excluded.since_epoch,"
+        "  updated_at = now()",
+        (destination, audience, columns, since),
+    )
 
 
 def _try_lock(conn: psycopg.Connection, destination: str, audience: str) -> bool:

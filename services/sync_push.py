@@ -195,6 +195,13 @@ class BatchPusher:
                     "  and l.status = 'pending'",
                     (rejected, codes, batch.batch_key),
                 )
+                # Whatever the engine holds for them, their inputs are not vouched for: the
+                # next run digests and retries them even if nothing changes meanwhile.
+                conn.execute(
+                    "update activation.sync_state set source_fingerprint = null"
+                    " where destination = %s and audience = %s and person_token = any(%s)",
+                    (self.destination, d.audience, rejected),
+                )
             # Everyone else in the batch at once: one indexed statement, no per-row join.
             conn.execute(
                 "update activation.ledger set status = 'acked', acked_at = now()"

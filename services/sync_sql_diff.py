@@ -123,6 +123,19 @@ class SqlDiffer:
             gone = sorted(set(gone) | unwanted)
         return gone
 
+    def unvouch_excluded(self, conn: psycopg.Connection) -> None:
+        """Synced members excluded this run but kept at the engine (upsert and append modes,
+        or a removal the engine rejected) lose their input digest, so every run re-gates them
+        as before, not only the run in which their inputs changed."""
+        if self.excluded_any:
+            conn.execute(
+                "update activation.sync_state s set source_fingerprint = null"
+                " where s.destination = %s and s.audience = %s"
+                "  and s.source_fingerprint is not null"
+                "  and s.person_token in (select person_token from sync_excluded)",
+                (self.destination, self.audience),
+            )
+
     def close(self, conn: psycopg.Connection) -> None:
         if self.excluded_any:
             conn.execute("truncate sync_excluded")

@@ -79,6 +79,8 @@ def sync_all(
 def change_contacts(warehouse, keyring: str, destination: str, share: float, seed: int) -> int:
     """Give `share` of the synced people a new email address in the vault (as a CRM update
     would), so the next diff sync has that many updates. Returns the people changed."""
+    from connectors.warehouse.changes import writer_epoch
+
     cipher = protector_from(keyring).cipher
     with warehouse.connect() as conn:
         people = [
@@ -99,13 +101,14 @@ def change_contacts(warehouse, keyring: str, destination: str, share: float, see
             (people,),
         ).fetchall()
         with conn.transaction(), conn.cursor() as cur:
+            epoch = writer_epoch(conn)  # stamped as the loader stamps what it writes
             for subject, version, blob in rows:
                 email = cipher.decrypt(subject, "email", version, blob)
                 new_version, new_blob = cipher.encrypt(subject, "email", f"m{seed}.{email}")
                 cur.execute(
-                    "update vault.contact_fields set key_version = %s, ciphertext = %s"
-                    " where subject_token = %s and column_name = 'email'",
-                    (new_version, new_blob, subject),
+                    "update vault.contact_fields set key_version = %s, ciphertext = %s,"
+                    " change_epoch = %s where subject_token = %s and column_name = 'email'",
+                    (new_version, new_blob, epoch, subject),
                 )
     return len(people)
 

@@ -30,6 +30,7 @@ import smart_open
 from psycopg.adapt import PyFormat
 
 from connectors.warehouse.audit import record_audit
+from connectors.warehouse.changes import writer_epoch
 from connectors.warehouse.database import landing_table
 from domain.protect import Protector
 from domain.records import Rejection, SourceRecord
@@ -143,6 +144,7 @@ class _Batches:
         self.staged: set[str] = set()  # entities with a staging table (writer thread only)
         self.types: dict[str, list[int]] = {}  # COPY column types per table (writer thread)
         self.locked = False  # holds the source's merge lock (writer thread only)
+        self.epoch = 0  # the change epoch this load stamps vault rows with (writer thread)
         conn.execute(
             "create temp table if not exists vault_incoming (like vault.contact_fields"
             " including defaults) on commit drop"
@@ -192,11 +194,12 @@ class _Batches:
             )
             self.locked = True
             self.turn.taken.set()
+            self.epoch = writer_epoch(conn)
         if target == _QUARANTINE:
             self._copy(_QUARANTINE, QUARANTINE_COLUMNS, rows)
         elif target == _VAULT:
             self._copy(_VAULT, VAULT_COLUMNS, rows)
-            _merge_vault(conn)
+            _merge_vault(conn, self.epoch)
             conn.execute("truncate vault_incoming")
         elif target == _IDENTITY:
             self._copy(_IDENTITY, IDENTITY_COLUMNS, rows)
@@ -424,18 +427,21 @@ def _merge_landing(conn: psycopg.Connection, entity: str, protector: Protector) 
     )
 
 
-def _merge_vault(conn: psycopg.Connection) -> None:
-    # The newest source value wins (by the source's effective time, not arrival order).
+def _merge_vault(conn: psycopg.Connection, epoch: int) -> None:
+    # The newest source value wins (by the source's effective time, not arrival order). Rows
+    # written carry the load's change epoch: a sync looks only at those (changes.py).
     conn.execute(
         "insert into vault.contact_fields"
-        " (subject_token, column_name, key_version, ciphertext, effective_at)"
+        " (subject_token, column_name, key_version, ciphertext, effective_at, change_epoch)"
         " select distinct on (subject_token, column_name)"
-        "   subject_token, column_name, key_version, ciphertext, effective_at"
+        "   subject_token, column_name, key_version, ciphertext, effective_at, %s"
         " from vault_incoming"
         " order by subject_token, column_name, effective_at desc nulls last"
         " on conflict (subject_token, column_name) do update set"
         "   key_version = excluded.key_version, ciphertext = excluded.ciphertext,"
-        "   effective_at = excluded.effective_at, updated_at = now()"
+        "   effective_at = excluded.effective_at, updated_at = now(),"
+        "   change_epoch = excluded.change_epoch"
         " where vault.contact_fields.effective_at is null"
-        "   or excluded.effective_at >= vault.contact_fields.effective_at"
+        "   or excluded.effective_at >= vault.contact_fields.effective_at",
+        (epoch,),
     )

@@ -213,7 +213,9 @@ begin
     ] loop
         perform pg_temp.hub_grant_schema(schema_name, 'USAGE', 'hub_sender');
     end loop;
-    perform pg_temp.hub_grant_tables('landing', 'SELECT', 'hub_sender', '^person_xref$');
+    perform pg_temp.hub_grant_tables(
+        'landing', 'SELECT', 'hub_sender', '^(person_xref|person_changes)$'
+    );
     perform pg_temp.hub_grant_tables(
         'marts', 'SELECT', 'hub_sender', '^(audience_membership|segment_catalog)$'
     );

@@ -173,6 +173,8 @@ create trigger audit_events_append_only
 --     rejected ('alert' above the configured share), the segment definition hash.
 --   sync_state: what a synced member's payload and consent decision were computed from
 --     (hashes and a date only), so an unchanged member is skipped without decrypting it.
+--   vault.contact_fields: the change epoch (connectors/warehouse/changes.py) of the load
+--     that last wrote the row, so a sync reads only the rows changed since its last run.
 --   engagement.events: the recipient's domain (from activation.recipient_domains).
 do $$
 declare
@@ -189,6 +191,7 @@ begin
         ['activation', 'sync_state', 'source_fingerprint', 'text'],
         ['activation', 'sync_state', 'consent_fingerprint', 'text'],
         ['activation', 'sync_state', 'consent_valid_until', 'date'],
+        ['vault', 'contact_fields', 'change_epoch', 'bigint not null default 0'],
         ['engagement', 'events', 'recipient_domain', 'text']
     ] loop
         if not exists (
@@ -200,6 +203,11 @@ begin
     end loop;
     if to_regclass('activation.ledger_batch') is null then
         create index ledger_batch on activation.ledger (batch_key, person_token);
+    end if;
+    -- A B-tree, not a BRIN: an incremental load updates rows all over the table, and a
+    -- BRIN range holding one of them makes every row of its 128 pages a candidate.
+    if to_regclass('vault.contact_fields_change_epoch') is null then
+        create index contact_fields_change_epoch on vault.contact_fields (change_epoch);
     end if;
     if to_regclass('activation.ledger_run') is null then
         create index ledger_run on activation.ledger (run_id);
@@ -214,6 +222,33 @@ begin
     end if;
 end;
 $$;
+
+-- Change epochs (connectors/warehouse/changes.py): writers of a sync's inputs stamp what
+-- they write with the clock's epoch; a sync advances it and reads what changed since.
+create table if not exists activation.change_clock (
+    only_row boolean primary key default true check (only_row),
+    epoch bigint not null
+);
+insert into activation.change_clock (epoch) values (1) on conflict do nothing;
+
+-- Persons whose set of source subjects changed (identity resolution writes both the person a
+-- subject left and the one it joined): their payload may come from other vault rows now.
+create table if not exists landing.person_changes (
+    change_epoch bigint not null,
+    person_token text not null
+);
+create index if not exists person_changes_epoch on landing.person_changes (change_epoch);
+
+-- Per destination x audience: the epoch from which the next run must look for changes, and
+-- the columns it read (a segment declaring other fields starts again from every member).
+create table if not exists activation.sync_watermarks (
+    destination text not null,
+    audience text not null,
+    columns text[] not null,
+    since_epoch bigint not null,
+    updated_at timestamptz not null default now(),
+    primary key (destination, audience)
+);
 
 -- Review before first send: a marketing audience needs a recorded approval per destination
 -- ('*' = any) whose definition hash still matches the segment (purpose, fields, model SQL).

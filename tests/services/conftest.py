@@ -67,6 +67,21 @@ def sync_db(warehouse: Warehouse) -> Warehouse:
     return isolated_database(warehouse, "sync_test")
 
 
+@pytest.fixture
+def conn(sync_db: Warehouse) -> Iterator[psycopg.Connection]:
+    """A connection to the module's database, emptied of every sync input and record."""
+    with sync_db.connect() as conn:
+        conn.execute(
+            "truncate activation.ledger, activation.sync_runs, activation.sync_state,"
+            " activation.sync_watermarks, activation.approvals, activation.recipient_domains,"
+            " engagement.suppressions, engagement.events, marts.segment_catalog,"
+            " marts.audience_membership, intermediate.int_consent_events,"
+            " vault.contact_fields, landing.person_xref, landing.person_changes"
+        )
+        conn.commit()
+        yield conn
+
+
 @pytest.fixture(scope="module")
 def keyring(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state folder holding the keyring the seeded vault is encrypted under."""

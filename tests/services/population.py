@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from connectors.warehouse.changes import writer_epoch
 from domain.vault_cipher import VaultCipher
 
 AUTHORIZED_ON = dt.date(2025, 1, 1)
@@ -66,14 +67,16 @@ def add_people(
 def set_contact(
     conn: psycopg.Connection, cipher: VaultCipher, i: int, column: str, value: str
 ) -> None:
+    """Write one vault field as the loader does: stamped with the writer's change epoch."""
     subject = f"s-{person(i)}"
     version, blob = cipher.encrypt(subject, column, value)
     conn.execute(
         "insert into vault.contact_fields (subject_token, column_name, key_version, ciphertext,"
-        " effective_at) values (%s, %s, %s, %s, now())"
+        " effective_at, change_epoch) values (%s, %s, %s, %s, now(), %s)"
         " on conflict (subject_token, column_name) do update set key_version ="
-        " excluded.key_version, ciphertext = excluded.ciphertext, effective_at = now()",
-        (subject, column, version, blob),
+        " excluded.key_version, ciphertext = excluded.ciphertext, effective_at = now(),"
+        " change_epoch = excluded.change_epoch",
+        (subject, column, version, blob, writer_epoch(conn)),
     )
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,19 +26,6 @@ from tests.services.population import (
 )
 
 TODAY = dt.date(2026, 3, 2)
-
-
-@pytest.fixture
-def conn(sync_db) -> Iterator[psycopg.Connection]:
-    with sync_db.connect() as conn:
-        conn.execute(
-            "truncate activation.ledger, activation.sync_runs, activation.sync_state,"
-            " activation.approvals, activation.recipient_domains, engagement.suppressions,"
-            " engagement.events, marts.segment_catalog, marts.audience_membership,"
-            " intermediate.int_consent_events, vault.contact_fields, landing.person_xref"
-        )
-        conn.commit()
-        yield conn
 
 
 def sent_counts(engine) -> Counter:
