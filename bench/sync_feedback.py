@@ -53,6 +53,10 @@ create table marts.audience_membership (audience text, person_token text, purpos
     consent_ref text, evaluated_on date, primary key (audience, person_token));
 create table intermediate.int_consent_events (person_token text not null, purpose text,
     event_type text not null, effective_on date not null, expires_on date, source_ref text);
+create or replace view intermediate.int_consent_digests as
+select person_token, count(*)::text || ':' || sum(hashtextextended(
+    row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0))::text as events_digest
+from intermediate.int_consent_events group by person_token;
 """
 
 

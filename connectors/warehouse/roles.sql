@@ -219,7 +219,9 @@ begin
     perform pg_temp.hub_grant_tables(
         'marts', 'SELECT', 'hub_sender', '^(audience_membership|segment_catalog)$'
     );
-    perform pg_temp.hub_grant_tables('intermediate', 'SELECT', 'hub_sender', '^int_consent_events$');
+    perform pg_temp.hub_grant_tables(
+        'intermediate', 'SELECT', 'hub_sender', '^int_consent_(events|digests)$'
+    );
     perform pg_temp.hub_grant_tables('engagement', 'SELECT', 'hub_sender', '^suppressions$');
     perform pg_temp.hub_grant_tables('activation', 'SELECT,INSERT,UPDATE,DELETE', 'hub_sender');
     perform pg_temp.hub_grant_sequences('activation', 'hub_sender');

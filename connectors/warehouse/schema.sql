@@ -209,6 +209,12 @@ begin
     if to_regclass('vault.contact_fields_change_epoch') is null then
         create index contact_fields_change_epoch on vault.contact_fields (change_epoch);
     end if;
+    -- Synced members whose inputs a sync must digest again (rejected, or excluded but kept):
+    -- few, and every run of every audience asks for them.
+    if to_regclass('activation.sync_state_unvouched') is null then
+        create index sync_state_unvouched on activation.sync_state (destination, audience)
+            where source_fingerprint is null;
+    end if;
     if to_regclass('activation.ledger_run') is null then
         create index ledger_run on activation.ledger (run_id);
     end if;

@@ -811,6 +811,30 @@ def test_sql_consent_state_matches_domain_consent(built: Built) -> None:
             ), (person, purpose, day)
 
 
+def test_consent_digests_cover_every_person_and_follow_their_events(built: Built) -> None:
+    """int_consent_digests: one per person with consent events, counting them, and different
+    for people whose events differ (the send step skips people whose digest is unchanged)."""
+    counts = dict(
+        built.rows("select person_token, count(*) from intermediate.int_consent_events group by 1")
+    )
+    digests = dict(
+        built.rows("select person_token, events_digest from intermediate.int_consent_digests")
+    )
+    assert counts and digests.keys() == counts.keys()
+    assert all(int(digests[p].split(":")[0]) == n for p, n in counts.items())
+    events = defaultdict(set)
+    for person, *event in built.rows(
+        "select person_token, purpose, event_type, effective_on, expires_on, source_ref"
+        " from intermediate.int_consent_events"
+    ):
+        events[person].add(tuple(event))
+    digest_of_events: dict[frozenset, set[str]] = defaultdict(set)
+    for person, rows in events.items():
+        digest_of_events[frozenset(rows)].add(digests[person])
+    assert all(len(found) == 1 for found in digest_of_events.values())
+    assert len(set(digests.values())) == len(digest_of_events)
+
+
 def test_engagement_aggregates_exclude_machine_opens(built: Built) -> None:
     rows = built.rows(
         "select sent, delivered, opens, clicks, open_rate, messages, opened_messages"

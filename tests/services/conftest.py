@@ -3,8 +3,9 @@ with a small population (vault-encrypted contacts, consent events, an audience),
 SANDBOX engine over HTTPS on loopback.
 
 The dbt-built relations the sync reads (marts.segment_catalog, marts.audience_membership,
-intermediate.int_consent_events) are created here as plain tables with the contracted
-columns, so these tests control exactly who is in an audience and who consented.
+intermediate.int_consent_events and its digests) are created here as plain tables (and a
+view) with the contracted columns, so these tests control exactly who is in an audience
+and who consented.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ create table if not exists intermediate.int_consent_events (
 );
 create index if not exists int_consent_events_person
     on intermediate.int_consent_events (person_token);
+-- dbt's digest table, as a view: always current with the events the tests write.
+create or replace view intermediate.int_consent_digests as
+select person_token, count(*)::text || ':' || sum(hashtextextended(
+    row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0))::text as events_digest
+from intermediate.int_consent_events group by person_token;
 """
 
 

@@ -1,0 +1,18 @@
+{#-
+    One digest per person of their consent events, so the send step can tell whose consent
+    changed since their last push by comparing one value per member, instead of re-reading
+    and hashing every member's events on every run (services/sync.py).
+
+    A count and a sum of 64-bit row hashes: order-independent, so PostgreSQL aggregates by
+    hashing, with no sort per person. It only detects change; its inputs are tokens, codes
+    and dates, never PHI.
+-#}
+select
+    person_token,
+    count(*)::text || ':' || sum(
+        hashtextextended(
+            row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0
+        )
+    )::text as events_digest
+from {{ ref('int_consent_events') }}
+group by person_token
