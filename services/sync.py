@@ -345,7 +345,13 @@ def _stream_members(
         "decrypt": not blocked,  # a blocked run decrypts nothing
         "since": since,
     }
-    _load_changed(conn, params)
+    cached = _load_changed(conn, params)
+    if cached:
+        result.excluded_by_reason.update(cached)
+        differ.exclude_sql(
+            conn, "select person_token from sync_changed where excluded_reason is not null"
+        )
+        done += sum(cached.values())
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
     with conn.cursor("sync_members", withhold=True) as cursor:
         cursor.execute(_MEMBER_INPUTS_SQL, params)
@@ -353,6 +359,7 @@ def _stream_members(
             allowed: dict[str, str | None] = {}
             chunk_prints: dict[str, Fingerprints] = {}
             excluded: list[str] = []
+            remembered: list[tuple[str, str, str, date]] = []
             ciphertexts: list[CipherRow] = []
             for person, events_json, source_fp, consent_fp, *vault in rows:
                 events = events_from_json(events_json)
@@ -360,6 +367,10 @@ def _stream_members(
                 if not decision.allowed:
                     result.excluded_by_reason[decision.reason] += 1
                     excluded.append(person)
+                    if refresh:
+                        remembered.append(
+                            (person, decision.reason, consent_fp, stable_until(events, day))
+                        )
                     continue
                 allowed[person] = decision.source_ref
                 if vault[0]:  # gated in: its ciphertexts go on to be decrypted
@@ -373,10 +384,17 @@ def _stream_members(
                 if on_progress:
                     on_progress("diff", done, total)
                 continue
-            chunk_payloads = _payloads(
-                conn, cipher, definition, list(allowed), ciphertexts, columns, result
+            chunk_payloads, refused = _payloads(
+                conn, cipher, definition, list(allowed), ciphertexts, columns
             )
-            differ.exclude(conn, excluded + [p for p in allowed if p not in chunk_payloads])
+            result.excluded_by_reason.update(refused.values())
+            if refresh:
+                remembered.extend(
+                    (p, reason, chunk_prints[p][1], chunk_prints[p][2])
+                    for p, reason in refused.items()
+                )
+            _remember_exclusions(conn, differ, remembered)
+            differ.exclude(conn, excluded + list(refused))
             chunk_hashes = {p: payload_hash(payload) for p, payload in chunk_payloads.items()}
             adds, updates = differ.chunk(conn, chunk_hashes)
             if refresh:
@@ -405,6 +423,14 @@ def _stream_members(
             conn.commit()  # the chunk's audit records, exclusions and refreshed fingerprints
             if on_progress:
                 on_progress("diff", done, total)
+    if refresh:  # exclusions of people who left the audience are of no further use
+        conn.execute(
+            "delete from activation.sync_exclusions e where e.destination = %s"
+            " and e.audience = %s and not exists"
+            " (select 1 from sync_members m where m.person_token = e.person_token)",
+            (differ.destination, differ.audience),
+        )
+        conn.commit()
     # Everyone the database held back: synced before, and nothing they depend on changed.
     result.unchanged += total - done
     if on_progress and done < total:
@@ -513,6 +539,7 @@ _CHANGED_MEMBERS_SQL = (
     "  where person_token in (select person_token from sync_members)"
     "  group by person_token),"
     " inputs as (select m.person_token, s.person_token is not null as synced,"
+    "  t.person_token is not null as touched,"
     "  s.source_fingerprint, s.consent_fingerprint, s.consent_valid_until,"
     "  case when t.person_token is null then s.source_fingerprint"
     "  else f.fingerprint end as fingerprint,"
@@ -525,11 +552,20 @@ _CHANGED_MEMBERS_SQL = (
     "  left join sources f on f.person_token = m.person_token"
     "  left join intermediate.int_consent_digests d on d.person_token = m.person_token"
     "  left join suppressed sp on sp.person_token = m.person_token)"
-    " select person_token, fingerprint, current_consent from inputs"
-    " where not synced or fingerprint is null"
-    "  or source_fingerprint is distinct from fingerprint"
-    "  or consent_fingerprint is distinct from current_consent"
-    "  or consent_valid_until is null or consent_valid_until < %(day)s"
+    # A member excluded before (by the gate, or for no address or the DLP check) whose vault
+    # rows and links are untouched since the watermark, whose consent digest is the same and
+    # whose decision still holds today, is excluded again without being read.
+    " select i.person_token, i.fingerprint, i.current_consent,"
+    "  case when not i.synced and not i.touched"
+    "  and x.consent_fingerprint = i.current_consent"
+    "  and x.consent_valid_until >= %(day)s then x.reason end"
+    " from inputs i left join activation.sync_exclusions x"
+    "  on x.destination = %(destination)s and x.audience = %(audience)s"
+    "  and x.person_token = i.person_token"
+    " where not i.synced or i.fingerprint is null"
+    "  or i.source_fingerprint is distinct from i.fingerprint"
+    "  or i.consent_fingerprint is distinct from i.current_consent"
+    "  or i.consent_valid_until is null or i.consent_valid_until < %(day)s"
 )
 
 # The members that changed, with their consent events (deterministic order, as
@@ -544,7 +580,8 @@ _MEMBER_INPUTS_SQL = (
     " left join (select e.person_token, json_agg(json_build_array(e.event_type,"
     "  e.effective_on, e.purpose, e.expires_on, e.source_ref) order by e.effective_on,"
     "  e.event_type, e.purpose, e.expires_on, e.source_ref)::text as events"
-    f"  from ({CONSENT_SOURCES}) e join sync_changed using (person_token)"
+    f"  from ({CONSENT_SOURCES}) e join sync_changed c on c.person_token = e.person_token"
+    "  where c.excluded_reason is null"
     "  group by e.person_token) ev using (person_token)"
     " left join lateral (select array_agg(v.subject_token order by v.column_name,"
     "  v.effective_at desc nulls last, v.subject_token) as subjects,"
@@ -557,20 +594,50 @@ _MEMBER_INPUTS_SQL = (
     "  on v.subject_token = x.subject_token"
     "  where %(decrypt)s and x.person_token = ch.person_token"
     "  and v.column_name = any(%(columns)s)) c on true"
+    " where ch.excluded_reason is null"
     " order by ch.person_token"
 )
 
 
-def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> None:
+def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> Counter:
     """The members sync_state does not vouch for into the session's temp table sync_changed
-    (analysed, so the next query reads a few changed members by index and many by hash)."""
+    (analysed, so the next query reads a few changed members by index and many by hash);
+    returns how many of them a past exclusion still holds for, by reason."""
     conn.execute(
         "create temp table if not exists sync_changed (person_token text primary key,"
-        " fingerprint text, consent_fingerprint text)"
+        " fingerprint text, consent_fingerprint text, excluded_reason text)"
     )
     conn.execute("truncate sync_changed")
     conn.execute(_CHANGED_MEMBERS_SQL, params)
     conn.execute("analyze sync_changed")
+    return Counter(
+        dict(
+            conn.execute(
+                "select excluded_reason, count(*) from sync_changed"
+                " where excluded_reason is not null group by 1"
+            ).fetchall()
+        )
+    )
+
+
+def _remember_exclusions(
+    conn: psycopg.Connection, differ: SqlDiffer, excluded: list[tuple[str, str, str, date]]
+) -> None:
+    """Members this run excluded, with their consent digest and the last day the gate's
+    decision holds: while both hold and their vault rows are untouched, later runs count
+    them without reading, gating or decrypting them again."""
+    if not excluded:
+        return
+    people, reasons, prints, until = (list(column) for column in zip(*excluded, strict=True))
+    conn.execute(
+        "insert into activation.sync_exclusions (destination, audience, person_token, reason,"
+        " consent_fingerprint, consent_valid_until) select %s, %s, p, r, cf, vu"
+        " from unnest(%s::text[], %s::text[], %s::text[], %s::date[]) as t(p, r, cf, vu)"
+        " on conflict (destination, audience, person_token) do update"
+        " set reason = excluded.reason, consent_fingerprint = excluded.consent_fingerprint,"
+        "  consent_valid_until = excluded.consent_valid_until, excluded_at = now()",
+        (differ.destination, differ.audience, people, reasons, prints, until),
+    )
 
 
 def _refresh_fingerprints(
@@ -610,28 +677,29 @@ def _payloads(
     people: list[str],
     ciphertexts: list[CipherRow],
     columns: list[str],
-    result: SyncResult,
-) -> dict[str, dict[str, object]]:
-    """Decrypt the declared columns of gated people (audited) and build DLP-checked payloads."""
+) -> tuple[dict[str, dict[str, object]], dict[str, str]]:
+    """Decrypt the declared columns of gated people (audited) and build DLP-checked payloads;
+    also returns the people refused, with why (no address, or the DLP check)."""
     if not people:
-        return {}
+        return {}, {}
     contacts = decrypt_contacts(
         conn, cipher, ciphertexts, columns, definition.purpose, f"sync {definition.audience}"
     )
     payloads: dict[str, dict[str, object]] = {}
+    refused: dict[str, str] = {}
     for person in people:
         contact = contacts.get(person, {})
         email = contact.get(CONTACT_COLUMN)
         if not email:
-            result.excluded_by_reason["no_email"] += 1
+            refused[person] = "no_email"
             continue
         fields = {f: contact.get(f) for f in definition.personalization_fields}
         if check_payload(email, fields, definition.personalization_fields):
             # Names of fields and kinds only; the finding never carries the value.
-            result.excluded_by_reason["dlp_refused"] += 1
+            refused[person] = "dlp_refused"
             continue
         payloads[person] = {"email": email, "fields": fields}
-    return payloads
+    return payloads, refused
 
 
 # --- resuming, locking, bookkeeping --------------------------------------------------------

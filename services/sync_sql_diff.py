@@ -75,6 +75,11 @@ class SqlDiffer:
                 for person in people:
                     copy.write_row((person,))
 
+    def exclude_sql(self, conn: psycopg.Connection, people_sql: str) -> None:
+        """Members not wanted this run, named by a query (a constant of the caller's)."""
+        if conn.execute(f"insert into sync_excluded {people_sql}").rowcount:
+            self.excluded_any = True
+
     def leavers(self, conn: psycopg.Connection) -> list[str]:
         """People in sync_state for this destination x audience who are not wanted."""
         return [

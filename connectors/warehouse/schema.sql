@@ -256,6 +256,21 @@ create table if not exists activation.sync_watermarks (
     primary key (destination, audience)
 );
 
+-- Per destination x audience: members a sync excluded (the gate refused them, or they had no
+-- address or failed the DLP check), with their consent digest and the last day the gate's
+-- decision holds. While both hold and their vault rows are untouched, later runs count them
+-- again without reading them (services/sync.py); codes and hashes only.
+create table if not exists activation.sync_exclusions (
+    destination text not null,
+    audience text not null,
+    person_token text not null,
+    reason text not null,
+    consent_fingerprint text not null,
+    consent_valid_until date not null,
+    excluded_at timestamptz not null default now(),
+    primary key (destination, audience, person_token)
+);
+
 -- Review before first send: a marketing audience needs a recorded approval per destination
 -- ('*' = any) whose definition hash still matches the segment (purpose, fields, model SQL).
 create table if not exists activation.approvals (

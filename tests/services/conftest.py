@@ -79,7 +79,8 @@ def conn(sync_db: Warehouse) -> Iterator[psycopg.Connection]:
     with sync_db.connect() as conn:
         conn.execute(
             "truncate activation.ledger, activation.sync_runs, activation.sync_state,"
-            " activation.sync_watermarks, activation.approvals, activation.recipient_domains,"
+            " activation.sync_watermarks, activation.sync_exclusions, activation.approvals,"
+            " activation.recipient_domains,"
             " engagement.suppressions, engagement.events, marts.segment_catalog,"
             " marts.audience_membership, intermediate.int_consent_events,"
             " vault.contact_fields, landing.person_xref, landing.person_changes"

@@ -4,12 +4,15 @@ runs, a person who gained a source subject, a rejected update, a newly declared 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import psycopg
 
 from connectors.warehouse.changes import writer_epoch
+from services.approvals import approve
 from services.identity import _replace_changed_links
-from tests.services.population import add_people, define_audience, person, set_contact
-from tests.services.test_sync import ledger, run
+from tests.services.population import add_people, define_audience, person, revoke, set_contact
+from tests.services.test_sync import TODAY, ledger, run
 
 
 def watermark(conn: psycopg.Connection) -> int | None:
@@ -114,3 +117,81 @@ def test_declaring_another_field_digests_every_member_again(conn, cipher, sandbo
     conn.commit()
     result = run(conn, engine, cipher)
     assert (result.updated, result.unchanged) == (5, 0)
+
+
+def exclusion_times(conn: psycopg.Connection) -> dict[str, object]:
+    return dict(
+        conn.execute(
+            "select person_token, excluded_at from activation.sync_exclusions"
+            " where audience = 'flu'"
+        ).fetchall()
+    )
+
+
+def test_an_excluded_member_is_counted_again_without_being_read_until_consent_changes(
+    conn, cipher, sandbox
+):
+    add_people(conn, cipher, range(6))
+    revoke(conn, 3, "treatment", TODAY - dt.timedelta(days=1))
+    define_audience(conn, "flu", "treatment", range(6))
+    engine = sandbox()
+    first = run(conn, engine, cipher)
+    assert first.added == 5 and first.excluded_by_reason == {"revoked": 1}
+    remembered = exclusion_times(conn)
+    assert list(remembered) == [person(3)]
+    second = run(conn, engine, cipher)
+    assert second.excluded_by_reason == {"revoked": 1} and second.unchanged == 5
+    assert exclusion_times(conn) == remembered  # counted, not gated again
+    conn.execute(
+        "insert into intermediate.int_consent_events (person_token, purpose, event_type,"
+        " effective_on, source_ref) values (%s, 'treatment', 'permit', %s, 'renewed')",
+        (person(3), TODAY),
+    )
+    conn.commit()
+    third = run(conn, engine, cipher)
+    assert third.added == 1 and not third.excluded_by_reason
+
+
+def test_an_exclusion_is_not_reused_past_the_day_its_decision_holds(conn, cipher, sandbox):
+    add_people(conn, cipher, range(4), purposes=())  # opted in, no treatment permit yet
+    conn.execute(
+        "insert into intermediate.int_consent_events (person_token, purpose, event_type,"
+        " effective_on, source_ref) values (%s, 'marketing', 'permit', %s, 'from-tomorrow')",
+        (person(2), TODAY + dt.timedelta(days=1)),
+    )
+    conn.commit()
+    define_audience(conn, "news", "marketing", range(4))
+    engine = sandbox()
+    approve(conn, "news", "tester", "test")
+    today = run(conn, engine, cipher, audience="news")
+    assert today.added == 0 and sum(today.excluded_by_reason.values()) == 4
+    again = run(conn, engine, cipher, audience="news")
+    assert again.added == 0 and sum(again.excluded_by_reason.values()) == 4
+    tomorrow = run(conn, engine, cipher, audience="news", day=TODAY + dt.timedelta(days=1))
+    assert tomorrow.added == 1 and sum(tomorrow.excluded_by_reason.values()) == 3
+
+
+def test_a_member_without_an_address_is_not_decrypted_again_until_its_vault_rows_change(
+    conn, cipher, sandbox
+):
+    add_people(conn, cipher, range(5))
+    conn.execute(
+        "delete from vault.contact_fields where subject_token = %s and column_name = 'email'",
+        (f"s-{person(1)}",),
+    )
+    conn.commit()
+    define_audience(conn, "flu", "treatment", range(5))
+    engine = sandbox()
+    assert run(conn, engine, cipher).excluded_by_reason == {"no_email": 1}
+    audits = conn.execute("select max(audit_id) from audit.events").fetchone()[0]
+    second = run(conn, engine, cipher)
+    assert second.excluded_by_reason == {"no_email": 1}
+    decrypted = conn.execute(
+        "select count(*) from audit.events where action = 'vault_decrypt' and audit_id > %s",
+        (audits,),
+    ).fetchone()[0]
+    assert decrypted == 0
+    set_contact(conn, cipher, 1, "email", "found@example.org")
+    conn.commit()
+    third = run(conn, engine, cipher)
+    assert third.added == 1 and not third.excluded_by_reason
