@@ -274,7 +274,7 @@ def sync_audience(
             100 * max_reject_share,
             dict(result.rejected_by_code),
         )
-    if next_since is not None and status != "blocked":
+    if next_since is not None:  # taken only by a run that may push (not dry, not blocked)
         _store_watermark(conn, destination, audience, columns, next_since)
     _finish_run(conn, result, status, started)
     return result
