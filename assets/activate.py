@@ -19,7 +19,12 @@ class SyncConfig(dg.Config):
 @dg.asset(
     group_name="activate",
     retry_policy=IO_RETRY,
-    deps=[dg.AssetKey(["marts", "audience_membership"]), dg.AssetKey(["marts", "segment_catalog"])],
+    deps=[
+        dg.AssetKey(["marts", "audience_membership"]),
+        dg.AssetKey(["marts", "segment_catalog"]),
+        # The sync compares each member's consent through this digest (services/sync.py).
+        dg.AssetKey(["intermediate", "int_consent_digests"]),
+    ],
     description="Audiences synced to the email engine; ledger and sync state in activation.*.",
 )
 def audience_syncs(

@@ -36,7 +36,7 @@ SMOKE_PATIENTS = 200
 # harness end to end in well under a minute; `make bench` always runs the full `dbt build`.
 SMOKE_DBT = (
     "--select",
-    "+segment_catalog +audience_membership +int_consent_events",
+    "+segment_catalog +audience_membership +int_consent_events +int_consent_digests",
     "--exclude-resource-type",
     "test",
     "--exclude-resource-type",
@@ -44,7 +44,7 @@ SMOKE_DBT = (
 )
 SMOKE_DBT_INCREMENTAL = (
     "--select",
-    "+int_consent_events",
+    "+int_consent_events +int_consent_digests",
     "--exclude-resource-type",
     "test",
     "--exclude-resource-type",

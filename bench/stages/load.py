@@ -58,7 +58,7 @@ def _landing_tables(conn) -> list[str]:
         for (name,) in conn.execute(
             "select table_name from information_schema.tables where table_schema = 'landing'"
             " and table_type = 'BASE TABLE' and table_name not in"
-            " ('source_files', 'person_xref', 'merges') order by table_name"
+            " ('source_files', 'person_xref', 'person_changes', 'merges') order by table_name"
         )
     ]
 

@@ -20,7 +20,7 @@ def landing_rows(conn) -> int:
         name
         for (name,) in conn.execute(
             "select table_name from information_schema.tables where table_schema = 'landing'"
-            " and table_type = 'BASE TABLE'"
+            " and table_type = 'BASE TABLE' and table_name <> 'person_changes'"
         )
     ]
     return sum(conn.execute(f"select count(*) from landing.{t}").fetchone()[0] for t in tables)
@@ -161,7 +161,7 @@ def read_landing(warehouse) -> StageResult:
             name
             for (name,) in conn.execute(
                 "select table_name from information_schema.tables where table_schema = 'landing'"
-                " and table_type = 'BASE TABLE'"
+                " and table_type = 'BASE TABLE' and table_name <> 'person_changes'"
             )
         ]
         rows = 0
