@@ -15,15 +15,22 @@ from bench.stages.protect import protector_from
 PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 
 
-def landing_rows(conn) -> int:
-    tables = [
+def _dbt_landing_tables(conn) -> list[str]:
+    """The landing tables dbt reads (all but the sync's change log)."""
+    return [
         name
         for (name,) in conn.execute(
             "select table_name from information_schema.tables where table_schema = 'landing'"
             " and table_type = 'BASE TABLE' and table_name <> 'person_changes'"
         )
     ]
-    return sum(conn.execute(f"select count(*) from landing.{t}").fetchone()[0] for t in tables)
+
+
+def landing_rows(conn) -> int:
+    return sum(
+        conn.execute(f"select count(*) from landing.{t}").fetchone()[0]
+        for t in _dbt_landing_tables(conn)
+    )
 
 
 def resolve(warehouse, keyring: str) -> StageResult:
@@ -157,13 +164,7 @@ _DATA_SUFFIXES = {".ndjson", ".hl7", ".csv"}
 def read_landing(warehouse) -> StageResult:
     """Limit for dbt: PostgreSQL reading every landing row once (count(*) per table)."""
     with warehouse.connect() as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "select table_name from information_schema.tables where table_schema = 'landing'"
-                " and table_type = 'BASE TABLE' and table_name <> 'person_changes'"
-            )
-        ]
+        tables = _dbt_landing_tables(conn)
         rows = 0
         started = perf_counter()
         for table in tables:
