@@ -1,19 +1,20 @@
 {#-
-    latest_source_versions(sources, token_column, key_column, columns)
+    source_records(sources, token_column, key_column, columns)
 
-    The CTEs shared by the *_deduplicated clinical models (the caller selects from the last
-    one, `latest_versions`, where version_rank = 1 and key_has_unprocessed):
+    The CTEs shared by the incremental clinical models (*_deduplicated; the caller selects
+    from the last one, `marked`, where is_unprocessed):
     - unioned: the rows of every staging model in `sources` loaded since the incremental
       look-back (incremental_since), with the landing bookkeeping columns, subject_token,
       `token_column` and `columns`;
     - keyed: `key_column`, the source record's key: its token, or the landing row for a row
       without one (it stands alone);
-    - marked: is_unprocessed per row (mark_unprocessed);
-    - latest_versions: version_rank 1 = the newest version of each source record (by the
-      source's own update time, then load order), and whether any of its rows is
-      unprocessed.
+    - marked: is_unprocessed per row (mark_unprocessed).
+
+    No ranking of versions: landing already holds one row per source record, the newest
+    version (the loader's merge, enforced by the unique index on source + natural key), so
+    source_system + key is unique here and the models' own unique index checks it again.
 -#}
-{% macro latest_source_versions(sources, token_column, key_column, columns) -%}
+{% macro source_records(sources, token_column, key_column, columns) -%}
 unioned as (
     {%- for source in sources %}
     select
@@ -34,19 +35,6 @@ keyed as (
 
 marked as (
     {{ mark_unprocessed('keyed', ['source_system', key_column], 'loaded_at') }}
-),
-
-latest_versions as (
-    select
-        *,
-        row_number() over (
-            partition by source_system, {{ key_column }}
-            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank,
-        bool_or(is_unprocessed) over (
-            partition by source_system, {{ key_column }}
-        ) as key_has_unprocessed
-    from marked
 )
 {%- endmacro %}
 

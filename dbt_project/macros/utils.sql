@@ -87,21 +87,6 @@
     end
 {%- endmacro %}
 
-{#- Rows of `relation` keeping the newest version of each source record. -#}
-{% macro dedupe_latest(relation, partition_by, order_by) -%}
-    select *
-    from (
-        select
-            versions.*,
-            row_number() over (
-                partition by {{ partition_by }}
-                order by {{ order_by }}
-            ) as version_rank
-        from {{ relation }} as versions
-    ) as ranked
-    where version_rank = 1
-{%- endmacro %}
-
 {#- Record statuses that mean "this did not happen" (FHIR codes; HL7 RXA-20 RE/NA). -#}
 {% macro not_done_statuses() -%}
     ('entered-in-error', 'not-done', 'cancelled', 'canceled', 'stopped', 're', 'na')
@@ -146,15 +131,15 @@
     The rows of CTE `rows` (already narrowed by incremental_since) with a boolean
     is_unprocessed: true when no row of the same key with the same stamp (loaded_at,
     received_at) is in {{ this }}, i.e. the row was not processed yet. Models rewrite a key
-    only when any of its rows in the window is unprocessed (bool_or over the key, sharing
-    the sort of their deduplication window), and still choose the newest version among all
-    of the key's rows in the window. Why: the look-back window (hours) usually holds much
-    more than the new delivery - a whole load made shortly before - and re-deduplicating and
-    re-writing all of it made an incremental run cost a full build. A late-arriving row
-    (stamped before the last build, committed after it) has no processed twin, so it is
-    still picked up. A left join (one match at most: the table is unique on the key), not a
-    correlated `not exists`, so a large table is hashed or merged, never scanned per row.
-    All rows are unprocessed on full builds.
+    only when one of its rows in the window is unprocessed (a model that still deduplicates,
+    fct_email_events, takes bool_or over the key, sharing the sort of its deduplication
+    window, and still chooses among all of the key's rows). Why: the look-back window
+    (hours) usually holds much more than the new delivery - a whole load made shortly before
+    - and re-deduplicating and re-writing all of it made an incremental run cost a full
+    build. A late-arriving row (stamped before the last build, committed after it) has no
+    processed twin, so it is still picked up. A left join (one match at most: the table is
+    unique on the key), not a correlated `not exists`, so a large table is hashed or merged,
+    never scanned per row. All rows are unprocessed on full builds.
 -#}
 {% macro mark_unprocessed(rows, key_columns, stamp_column) -%}
     select

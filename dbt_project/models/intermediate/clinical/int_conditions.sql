@@ -1,8 +1,7 @@
 {#-
     Conditions (problem list) from FHIR; a condition without a clinical status counts as active.
-    Newest version of each source record (FHIR resource id; HL7 rows without an id stand
-    alone), attached to the resolved person. Records that did not happen (entered in error,
-    not done, cancelled) are dropped.
+    One row per source record (landing keeps its newest version), attached to the resolved
+    person. Records that did not happen (entered in error, not done, cancelled) are dropped.
 -#}
 with
 
@@ -18,7 +17,7 @@ code_sets as (
     {{ code_sets_by_code() }}
 ),
 
-unioned as (
+conditions as (
     select
         {{ source_record_columns('condition_token') }},
         code_system,
@@ -30,39 +29,28 @@ unioned as (
     from fhir_conditions
 ),
 
-latest_versions as (
-    select
-        *,
-        row_number() over (
-            partition by source_system, coalesce(condition_token, landing_row_id::text)
-            order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-        ) as version_rank
-    from unioned
-),
-
 final as (
     select
         xref.person_token,
-        latest_versions.source_system,
-        latest_versions.condition_token,
-        latest_versions.code_system,
-        latest_versions.code,
-        latest_versions.display,
-        latest_versions.clinical_status,
-        latest_versions.onset_on,
-        latest_versions.recorded_on,
+        conditions.source_system,
+        conditions.condition_token,
+        conditions.code_system,
+        conditions.code,
+        conditions.display,
+        conditions.clinical_status,
+        conditions.onset_on,
+        conditions.recorded_on,
         coalesce(code_sets.code_sets, array[]::text[]) as code_sets,
-        coalesce(latest_versions.clinical_status, 'active') in ('active', 'recurrence', 'relapse') as is_active
-    from latest_versions
+        coalesce(conditions.clinical_status, 'active') in ('active', 'recurrence', 'relapse') as is_active
+    from conditions
     inner join xref
-        on latest_versions.subject_token = xref.subject_token
+        on conditions.subject_token = xref.subject_token
     left join code_sets
         on
-            latest_versions.code_system = code_sets.code_system
-            and latest_versions.code = code_sets.code
+            conditions.code_system = code_sets.code_system
+            and conditions.code = code_sets.code
     where
-        latest_versions.version_rank = 1
-        and coalesce(latest_versions.clinical_status, '') <> 'entered-in-error'
+        coalesce(conditions.clinical_status, '') <> 'entered-in-error'
 )
 
 select * from final

@@ -29,7 +29,7 @@
 -#}
 with
 
-{{ latest_source_versions(
+{{ source_records(
     ['stg_fhir__encounters', 'stg_hl7__encounters'],
     'encounter_token',
     'encounter_key',
@@ -54,8 +54,8 @@ final as (
         )::boolean as counts_as_visit,
         record_updated_at::timestamptz as record_updated_at,
         loaded_at::timestamptz as loaded_at
-    from latest_versions
-    where version_rank = 1 and key_has_unprocessed
+    from marked
+    where is_unprocessed
 )
 
 select * from final

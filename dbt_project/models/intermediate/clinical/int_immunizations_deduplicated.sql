@@ -26,7 +26,7 @@
 -#}
 with
 
-{{ latest_source_versions(
+{{ source_records(
     ['stg_fhir__immunizations', 'stg_hl7__immunizations'],
     'immunization_token',
     'immunization_key',
@@ -46,8 +46,8 @@ final as (
         coalesce(occurred_on, {{ to_utc_date('record_updated_at') }})::date as occurred_on,
         record_updated_at::timestamptz as record_updated_at,
         loaded_at::timestamptz as loaded_at
-    from latest_versions
-    where version_rank = 1 and key_has_unprocessed
+    from marked
+    where is_unprocessed
 )
 
 select * from final

@@ -27,7 +27,7 @@
 -#}
 with
 
-{{ latest_source_versions(
+{{ source_records(
     ['stg_fhir__observations', 'stg_hl7__observations'],
     'observation_token',
     'observation_key',
@@ -50,8 +50,8 @@ final as (
         {{ to_utc_date('coalesce(observed_at, record_updated_at)') }} as observed_on,
         record_updated_at::timestamptz as record_updated_at,
         loaded_at::timestamptz as loaded_at
-    from latest_versions
-    where version_rank = 1 and key_has_unprocessed
+    from marked
+    where is_unprocessed
 )
 
 select * from final

@@ -5,7 +5,7 @@
     FHIR Consent   active -> its decision (permit/deny) for its purpose, from
                    coalesce(period start, recorded, record time), expiring at period end;
                    inactive/rejected -> deny of its purpose at coalesce(recorded, record time).
-    CRM contact    (latest version per contact) marketing authorization signed -> permit
+    CRM contact    (landing keeps its latest version) marketing authorization signed -> permit
                    (marketing) until its expiry; revoked -> deny (marketing); email opt-in
                    true/false -> opt_in/opt_out at the record time; unsubscribed -> unsubscribe.
     Engine         suppressions (unsubscribe, hard_bounce, complaint) at their time.
@@ -24,6 +24,7 @@ fhir_consents as (
     select * from {{ ref('stg_fhir__consents') }}
 ),
 
+-- One row per contact: landing keeps each contact's newest version (natural key).
 crm_contacts as (
     select * from {{ ref('stg_crm__contacts') }}
 ),
@@ -59,20 +60,6 @@ fhir_events as (
         )
 ),
 
-latest_contacts as (
-    select *
-    from (
-        select
-            *,
-            row_number() over (
-                partition by subject_token
-                order by record_updated_at desc nulls last, loaded_at desc, landing_row_id desc
-            ) as version_rank
-        from crm_contacts
-    ) as ranked
-    where version_rank = 1
-),
-
 crm_events as (
     select
         subject_token,
@@ -83,7 +70,7 @@ crm_events as (
         'crm' as source,
         subject_token as source_ref,
         coalesce(record_updated_at, loaded_at) as recorded_at
-    from latest_contacts
+    from crm_contacts
     where marketing_auth_signed_on is not null
 
     union all
@@ -97,7 +84,7 @@ crm_events as (
         'crm' as source,
         subject_token as source_ref,
         coalesce(record_updated_at, loaded_at) as recorded_at
-    from latest_contacts
+    from crm_contacts
     where marketing_auth_revoked_on is not null
 
     union all
@@ -111,7 +98,7 @@ crm_events as (
         'crm' as source,
         subject_token as source_ref,
         coalesce(record_updated_at, loaded_at) as recorded_at
-    from latest_contacts
+    from crm_contacts
     where is_email_opted_in is not null
 
     union all
@@ -125,7 +112,7 @@ crm_events as (
         'crm' as source,
         subject_token as source_ref,
         coalesce(record_updated_at, loaded_at) as recorded_at
-    from latest_contacts
+    from crm_contacts
     where unsubscribed_at is not null
 ),
 
