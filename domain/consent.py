@@ -1,6 +1,7 @@
 """Consent and authorization state: may this person be emailed for this purpose on this day?
 
-The same rules are written in SQL in dbt (`int_consent_state`, the `consent_gate` macro); the
+The same rules are written in SQL in dbt (`int_consent_history`, sliced on the evaluation date
+by `int_consent_state`, which the `consent_gate` macro reads); the
 send step evaluates them again here, at push time, so no path reaches the engine on a
 stale audience. Rules, per purpose, on day D (all events dated on or before D count):
 
