@@ -69,6 +69,11 @@ def _seconds(s: Summary) -> str:
     return f"{s.seconds:.3g} ({s.seconds_min:.3g}–{s.seconds_max:.3g})"
 
 
+def _dbt_threads(extra: dict) -> int:
+    """dbt's thread count for a build's figures; results from before it was recorded ran 4."""
+    return extra.get("threads") or 4
+
+
 def _size(size: int) -> str:
     if size >= 1_000_000 and size % 1_000_000 == 0:
         return f"{size // 1_000_000}M"
@@ -307,12 +312,14 @@ def _profile(results: Results) -> list[str]:
     slowest = keys[0]
     lines = [f"The slowest stage at {_size(size)} patients is **{slowest}**"
              f" ({SPECS[slowest].label})."]  # fmt: skip
-    nodes = results.extras(slowest, size).get("slowest_nodes")
+    extra = results.extras(slowest, size)
+    nodes = extra.get("slowest_nodes")
     if nodes:
         lines += [
             "",
             "dbt does its work in PostgreSQL, where a Python profile cannot look; dbt's own"
-            " timing of its slowest nodes (run_results.json, seconds, 4 threads):",
+            " timing of its slowest nodes (run_results.json, seconds,"
+            f" {_dbt_threads(extra)} threads):",
             "",
             *[f"- `{name}`: {seconds:,.1f} s" for name, seconds in nodes],
         ]
@@ -473,11 +480,13 @@ def _section_notes(results: Results, section: str, sizes: list[int]) -> list[str
                     + "."
                 )  # fmt: skip
         for z in reversed(sizes):
-            nodes = results.extras("dbt.full", z).get("slowest_nodes")
+            extra = results.extras("dbt.full", z)
+            nodes = extra.get("slowest_nodes")
             if nodes:
                 shown = ", ".join(f"`{n.split('.')[-1]}` {t:,.1f} s" for n, t in nodes[:6])
+                threads = _dbt_threads(extra)
                 notes.append(f"- Slowest nodes of the full build at {_size(z)} (dbt's"
-                             f" run_results.json, 4 threads): {shown}.")  # fmt: skip
+                             f" run_results.json, {threads} threads): {shown}.")  # fmt: skip
                 break
     elif section == "sync":
         for z in sizes:

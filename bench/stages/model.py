@@ -97,6 +97,7 @@ def dbt_build(
         "nodes": nodes,
         "incremental_models": _incremental_models(Path(target_dir)),
         "slowest_nodes": _slowest_nodes(Path(target_dir)),
+        "threads": _threads(Path(target_dir)),
     }
 
 
@@ -111,6 +112,16 @@ def _slowest_nodes(target: Path, top: int = 8) -> list[tuple[str, float]]:
     results = orjson.loads(path.read_bytes()).get("results", [])
     timed = sorted(results, key=lambda r: -(r.get("execution_time") or 0))[:top]
     return [(r["unique_id"], round(r.get("execution_time") or 0, 2)) for r in timed]
+
+
+def _threads(target: Path) -> int | None:
+    """How many threads dbt ran (run_results.json): node times are shared-core times."""
+    import orjson
+
+    path = target / "run_results.json"
+    if not path.exists():
+        return None
+    return orjson.loads(path.read_bytes()).get("args", {}).get("threads")
 
 
 def _incremental_models(target: Path) -> int:

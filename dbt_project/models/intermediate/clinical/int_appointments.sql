@@ -1,8 +1,8 @@
 {#-
     Appointments from FHIR and HL7 SIU (booked, fulfilled, noshow, cancelled).
-    One row per source record (landing keeps its newest version; HL7 rows without an id stand
-    alone), attached to the resolved person. Records that did not happen (entered in error,
-    not done, cancelled) are dropped.
+    One row per source record (landing keeps its newest version; HL7 rows without an id
+    stand alone), attached to the resolved person. Records that did not happen (entered in
+    error, not done, cancelled) are dropped.
 -#}
 with
 
