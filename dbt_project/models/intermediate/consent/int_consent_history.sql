@@ -2,13 +2,15 @@
     Why a person was in or out of each purpose on any date: consent state as intervals
     [valid_from, valid_to] (valid_to null = still in force), one row per person x purpose x
     stretch of unchanged state. State can only change on an event's day or the day after a
-    permit expires, so the rules are evaluated on exactly those days (same rules as
-    int_consent_state, in their per-person wide form: the change detection below reuses the
-    decisions' sort by person and day) and equal neighbours are merged.
+    permit expires, so the rules of domain/consent.py are evaluated on exactly those days
+    (consent_decisions_wide, one row per person and day) and equal neighbours are merged.
+    int_consent_state is this table's slice on the evaluation date.
 -#}
 with
 
-consent_events as (
+-- Read five times (the days, then each kind of event), and not materialized: scanning the
+-- table again is cheaper than PostgreSQL's temporary copy of it (42.4 -> 40.4 s at 1M).
+consent_events as not materialized (
     select * from {{ ref('int_consent_events') }}
 ),
 

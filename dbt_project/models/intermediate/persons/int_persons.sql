@@ -5,7 +5,10 @@
 -#}
 with
 
-xref as (
+-- Read twice (the subjects' demographics, the subject count), and not materialized:
+-- PostgreSQL would first copy the links to a temporary file; scanning the table twice is
+-- cheaper (16.3 -> 11.4 s at 1M).
+xref as not materialized (
     select * from {{ ref('stg_hub__person_xref') }}
 ),
 
