@@ -45,37 +45,52 @@ with_previous as (
     window by_day as (partition by person_token order by as_of)
 ),
 
-changes as (
+-- Whether each day starts a new interval, per purpose.
+flagged as (
+    select
+        *
+        {%- for purpose in consent_purposes() %},
+        (
+            previous_reason_{{ purpose }} is null
+            or previous_reason_{{ purpose }} is distinct from reason_{{ purpose }}
+            or previous_consent_ref_{{ purpose }} is distinct from consent_ref_{{ purpose }}
+        ) as starts_{{ purpose }}
+        {%- endfor %}
+    from with_previous
+),
+
+-- An interval ends the day before the purpose's next start: found in the same per-person
+-- day order (a person has a few days), not by sorting the intervals again for lead().
+with_next as (
+    select
+        *
+        {%- for purpose in consent_purposes() %},
+        min(as_of) filter (where starts_{{ purpose }}) over following_days
+            as next_start_{{ purpose }}
+        {%- endfor %}
+    from flagged
+    window following_days as (
+        partition by person_token
+        order by as_of
+        rows between 1 following and unbounded following
+    )
+),
+
+final as (
     {%- for purpose in consent_purposes() %}
     select
         person_token,
         '{{ purpose }}'::text as purpose,
+        'email'::text as channel,
         as_of as valid_from,
+        next_start_{{ purpose }} - 1 as valid_to,
         reason_{{ purpose }} = 'ok' as allowed,
         reason_{{ purpose }} as reason,
         consent_ref_{{ purpose }} as consent_ref
-    from with_previous
-    where
-        previous_reason_{{ purpose }} is null
-        or previous_reason_{{ purpose }} is distinct from reason_{{ purpose }}
-        or previous_consent_ref_{{ purpose }} is distinct from consent_ref_{{ purpose }}
+    from with_next
+    where starts_{{ purpose }}
     {{ 'union all' if not loop.last }}
     {%- endfor %}
-),
-
-final as (
-    select
-        person_token,
-        purpose,
-        'email'::text as channel,
-        valid_from,
-        (
-            lead(valid_from) over (partition by person_token, purpose order by valid_from) - 1
-        ) as valid_to,
-        allowed,
-        reason,
-        consent_ref
-    from changes
 )
 
 select * from final
