@@ -60,7 +60,8 @@ flagged as (
 ),
 
 -- An interval ends the day before the purpose's next start: found in the same per-person
--- day order (a person has a few days), not by sorting the intervals again for lead().
+-- day order, not by sorting the intervals again for lead(). The frame's start moves, so
+-- each person costs the square of their change days: a few (2.8 on average at 1M).
 with_next as (
     select
         *
