@@ -1,8 +1,8 @@
 {#-
     source_records(sources, token_column, key_column, columns)
 
-    The CTEs shared by the incremental clinical models (*_deduplicated; the caller selects
-    from the last one, `marked`, where is_unprocessed):
+    The CTEs of an incremental clinical model (int_encounters_deduplicated; the caller
+    selects from the last one, `marked`, where is_unprocessed):
     - unioned: the rows of every staging model in `sources` loaded since the incremental
       look-back (incremental_since), with the landing bookkeeping columns, subject_token,
       `token_column` and `columns`;

@@ -1,9 +1,11 @@
 {#-
-    Immunizations from FHIR and HL7 (VXU^V04 RXA): the incremental
-    int_immunizations_deduplicated (newest version per source record) attached to the
-    resolved person from the current identity resolution, with its code sets. Records that
-    did not happen (entered in error, not done, cancelled) are dropped. A view, so a
-    re-linked subject moves to its new person at once.
+    Immunizations from FHIR and HL7 (VXU^V04 RXA), one row per source record (landing keeps
+    its newest version), attached to the resolved person from the current identity
+    resolution, with its code sets. Records that did not happen (entered in error, not done,
+    cancelled) are dropped.
+
+    A view, not an incremental table, for the reasons int_observations gives: its one reader
+    in a build (int_immunizations_latest) reads all of it.
 -#}
 with
 
@@ -11,33 +13,52 @@ xref as (
     select * from {{ ref('stg_hub__person_xref') }}
 ),
 
-immunizations as (
-    select * from {{ ref('int_immunizations_deduplicated') }}
+fhir_immunizations as (
+    select * from {{ ref('stg_fhir__immunizations') }}
+),
+
+hl7_immunizations as (
+    select * from {{ ref('stg_hl7__immunizations') }}
 ),
 
 code_sets as (
     {{ code_sets_by_code() }}
 ),
 
+unioned as (
+    {%- for source in ['fhir_immunizations', 'hl7_immunizations'] %}
+    select
+        {{ source_record_columns('immunization_token') }},
+        status,
+        code_system,
+        code,
+        display,
+        occurred_on
+    from {{ source }}
+    {{ 'union all' if not loop.last }}
+    {%- endfor %}
+),
+
 final as (
     select
         xref.person_token,
-        immunizations.source_system,
-        immunizations.immunization_token,
-        immunizations.status,
-        immunizations.code_system,
-        immunizations.code,
-        immunizations.display,
+        unioned.source_system,
+        unioned.immunization_token,
+        unioned.status,
+        unioned.code_system,
+        unioned.code,
+        unioned.display,
         coalesce(code_sets.code_sets, array[]::text[]) as code_sets,
-        immunizations.occurred_on
-    from immunizations
+        coalesce(unioned.occurred_on, {{ to_utc_date('unioned.record_updated_at') }})
+            as occurred_on
+    from unioned
     inner join xref
-        on immunizations.subject_token = xref.subject_token
+        on unioned.subject_token = xref.subject_token
     left join code_sets
         on
-            immunizations.code_system = code_sets.code_system
-            and immunizations.code = code_sets.code
-    where coalesce(immunizations.status, '') not in {{ not_done_statuses() }}
+            unioned.code_system = code_sets.code_system
+            and unioned.code = code_sets.code
+    where coalesce(unioned.status, '') not in {{ not_done_statuses() }}
 )
 
 select * from final
