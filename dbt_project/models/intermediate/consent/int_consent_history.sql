@@ -45,18 +45,30 @@ with_previous as (
     window by_day as (partition by person_token order by as_of)
 ),
 
--- Whether each day starts a new interval, per purpose.
+-- Whether each day starts a new interval, per purpose. Only days that start one for some
+-- purpose go on: the others can neither start nor end an interval (about a quarter of the
+-- days at 1M), and the previous day's values are not needed past this point.
 flagged as (
-    select
-        *
-        {%- for purpose in consent_purposes() %},
-        (
-            previous_reason_{{ purpose }} is null
-            or previous_reason_{{ purpose }} is distinct from reason_{{ purpose }}
-            or previous_consent_ref_{{ purpose }} is distinct from consent_ref_{{ purpose }}
-        ) as starts_{{ purpose }}
+    select *
+    from (
+        select
+            person_token,
+            as_of
+            {%- for purpose in consent_purposes() %},
+            reason_{{ purpose }},
+            consent_ref_{{ purpose }},
+            (
+                previous_reason_{{ purpose }} is null
+                or previous_reason_{{ purpose }} is distinct from reason_{{ purpose }}
+                or previous_consent_ref_{{ purpose }} is distinct from consent_ref_{{ purpose }}
+            ) as starts_{{ purpose }}
+            {%- endfor %}
+        from with_previous
+    ) as days
+    where
+        {%- for purpose in consent_purposes() %}
+        {{ 'or ' if not loop.first }}starts_{{ purpose }}
         {%- endfor %}
-    from with_previous
 ),
 
 -- An interval ends the day before the purpose's next start: found in the same per-person
