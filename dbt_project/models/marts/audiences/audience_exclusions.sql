@@ -2,11 +2,22 @@
     Why segment members are not in their audience: per audience and reason, how many persons
     the consent gate kept out on the evaluation date. Aggregates only (no person tokens).
 
-    Reads the segments' tables directly; they are all built before audience_membership,
-    which this model follows.
+    Reads every segment (models tagged 'segment', found in the graph) beside
+    audience_membership, not after it. As there, each segment must also be listed below:
+    dbt only knows a model's parents from the refs it sees while parsing, and stops with
+    "unable to infer all dependencies", naming the line to add, when one is missing.
 -#}
--- depends_on: {{ ref('audience_membership') }}
-
+-- depends_on: {{ ref('int_consent_state') }}
+-- depends_on: {{ ref('seg_birthday_month') }}
+-- depends_on: {{ ref('seg_breast_cancer_screening_due') }}
+-- depends_on: {{ ref('seg_diabetes_hba1c_overdue') }}
+-- depends_on: {{ ref('seg_flu_vaccine_due') }}
+-- depends_on: {{ ref('seg_missed_appointment') }}
+-- depends_on: {{ ref('seg_non_openers_last_campaign') }}
+-- depends_on: {{ ref('seg_post_procedure_recovery') }}
+-- depends_on: {{ ref('seg_reengagement') }}
+-- depends_on: {{ ref('seg_regional_health_alert') }}
+-- depends_on: {{ ref('seg_upcoming_appointment_reminder') }}
 {%- set segments = segment_nodes() %}
 
 with
@@ -22,7 +33,7 @@ segment_members as (
         {{ sql_literal(segment_audience(node)) }}::text as audience,
         {{ sql_literal(segment_purpose(node)) }}::text as purpose,
         person_token
-    from {{ node.relation_name }}
+    from {{ ref(node.name) }}
 
     union all
     {%- endfor %}
