@@ -6,7 +6,14 @@
     A count and a sum of 64-bit row hashes: order-independent, so PostgreSQL aggregates by
     hashing, with no sort per person. It only detects change; its inputs are tokens, codes
     and dates, never PHI.
+
+    Built after int_consent_state (the depends_on below), though it reads only the events:
+    dbt starts ready models shallowest first, then by name, so this model took a thread
+    just before the history, the longest chain of the build (events -> history -> state ->
+    audiences), which then waited for it. The send step, its only reader, follows the
+    audiences anyway.
 -#}
+-- depends_on: {{ ref('int_consent_state') }}
 select
     person_token,
     count(*)::text || ':' || sum(
