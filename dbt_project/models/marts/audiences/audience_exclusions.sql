@@ -7,7 +7,6 @@
     dbt only knows a model's parents from the refs it sees while parsing, and stops with
     "unable to infer all dependencies", naming the line to add, when one is missing.
 -#}
--- depends_on: {{ ref('int_consent_state') }}
 -- depends_on: {{ ref('seg_birthday_month') }}
 -- depends_on: {{ ref('seg_breast_cancer_screening_due') }}
 -- depends_on: {{ ref('seg_diabetes_hba1c_overdue') }}
