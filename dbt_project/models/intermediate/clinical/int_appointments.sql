@@ -10,32 +10,12 @@ xref as (
     select * from {{ ref('stg_hub__person_xref') }}
 ),
 
-fhir_appointments as (
-    select * from {{ ref('stg_fhir__appointments') }}
-),
-
-hl7_appointments as (
-    select * from {{ ref('stg_hl7__appointments') }}
-),
-
 unioned as (
-    select
-        {{ source_record_columns('appointment_token') }},
-        status,
-        service_code,
-        starts_at,
-        ends_at
-    from fhir_appointments
-
-    union all
-
-    select
-        {{ source_record_columns('appointment_token') }},
-        status,
-        service_code,
-        starts_at,
-        ends_at
-    from hl7_appointments
+    {{ source_record_union(
+        ['stg_fhir__appointments', 'stg_hl7__appointments'],
+        'appointment_token',
+        ['status', 'service_code', 'starts_at', 'ends_at']
+    ) }}
 ),
 
 final as (

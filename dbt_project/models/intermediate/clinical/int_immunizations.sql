@@ -13,30 +13,16 @@ xref as (
     select * from {{ ref('stg_hub__person_xref') }}
 ),
 
-fhir_immunizations as (
-    select * from {{ ref('stg_fhir__immunizations') }}
-),
-
-hl7_immunizations as (
-    select * from {{ ref('stg_hl7__immunizations') }}
-),
-
 code_sets as (
     {{ code_sets_by_code() }}
 ),
 
 unioned as (
-    {%- for source in ['fhir_immunizations', 'hl7_immunizations'] %}
-    select
-        {{ source_record_columns('immunization_token') }},
-        status,
-        code_system,
-        code,
-        display,
-        occurred_on
-    from {{ source }}
-    {{ 'union all' if not loop.last }}
-    {%- endfor %}
+    {{ source_record_union(
+        ['stg_fhir__immunizations', 'stg_hl7__immunizations'],
+        'immunization_token',
+        ['status', 'code_system', 'code', 'display', 'occurred_on']
+    ) }}
 ),
 
 final as (

@@ -15,32 +15,16 @@ xref as (
     select * from {{ ref('stg_hub__person_xref') }}
 ),
 
-fhir_observations as (
-    select * from {{ ref('stg_fhir__observations') }}
-),
-
-hl7_observations as (
-    select * from {{ ref('stg_hl7__observations') }}
-),
-
 code_sets as (
     {{ code_sets_by_code() }}
 ),
 
 unioned as (
-    {%- for source in ['fhir_observations', 'hl7_observations'] %}
-    select
-        {{ source_record_columns('observation_token') }},
-        status,
-        code_system,
-        code,
-        display,
-        value_number,
-        unit,
-        observed_at
-    from {{ source }}
-    {{ 'union all' if not loop.last }}
-    {%- endfor %}
+    {{ source_record_union(
+        ['stg_fhir__observations', 'stg_hl7__observations'],
+        'observation_token',
+        ['status', 'code_system', 'code', 'display', 'value_number', 'unit', 'observed_at']
+    ) }}
 ),
 
 final as (
