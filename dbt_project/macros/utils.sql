@@ -190,3 +190,13 @@
         analyze {{ this }}
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    code_set_codes(code_set)
+
+    A select of the (code_system, code) pairs of one code set of the clinical_code_sets seed,
+    for `(code_system, code) in (...)`.
+-#}
+{% macro code_set_codes(code_set) -%}
+    select code_system, code from {{ ref('clinical_code_sets') }} where code_set = '{{ code_set }}'
+{%- endmacro %}

@@ -8,6 +8,7 @@ immunizations as (
     select * from {{ ref('int_immunizations') }}
     where
         code_system = 'cvx'
+        and code is not null
         and occurred_on <= {{ evaluation_date() }}
 ),
 

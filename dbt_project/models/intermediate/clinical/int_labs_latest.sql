@@ -9,6 +9,7 @@ observations as (
     select * from {{ ref('int_observations') }}
     where
         code_system = 'loinc'
+        and code is not null
         and observed_on <= {{ evaluation_date() }}
 ),
 

@@ -1,5 +1,5 @@
 {#-
-    One row per person with clinical facts: what the care-gap segments ask about, as of the
+    One row per person with a clinical fact the care-gap segments ask about, as of the
     evaluation date (records dated after it are ignored, so back-filled runs see what was
     known then). Visits and appointments live in int_utilization.
 -#}
@@ -9,12 +9,30 @@ conditions as (
     select * from {{ ref('int_conditions_active') }}
 ),
 
-labs as (
-    select * from {{ ref('int_labs_latest') }}
+-- Only the results and doses of the code sets the segments ask about, from the record views:
+-- the per-code summaries (int_labs_latest, int_immunizations_latest) cover every code, and
+-- computing them was about 25 s of work in a 1M build for the few codes needed here.
+hba1c_results as (
+    select
+        person_token,
+        observation_token,
+        value_number,
+        observed_at,
+        observed_on
+    from {{ ref('int_observations') }}
+    where
+        (code_system, code) in ({{ code_set_codes('hba1c') }})
+        and observed_on <= {{ evaluation_date() }}
 ),
 
-immunizations as (
-    select * from {{ ref('int_immunizations_latest') }}
+influenza_vaccines as (
+    select
+        person_token,
+        occurred_on
+    from {{ ref('int_immunizations') }}
+    where
+        (code_system, code) in ({{ code_set_codes('influenza_vaccine') }})
+        and occurred_on <= {{ evaluation_date() }}
 ),
 
 procedures as (
@@ -32,25 +50,21 @@ condition_facts as (
     group by person_token
 ),
 
+-- The latest HbA1c result (the same order as int_labs_latest).
 lab_facts as (
-    select
+    select distinct on (person_token)
         person_token,
-        max(last_observed_on) filter (where 'hba1c' = any(code_sets)) as last_hba1c_on,
-        (
-            array_agg(value_number order by last_observed_on desc)
-                filter (where 'hba1c' = any(code_sets))
-        )[1] as last_hba1c_value
-    from labs
-    group by person_token
+        observed_on as last_hba1c_on,
+        value_number as last_hba1c_value
+    from hba1c_results
+    order by person_token, observed_at desc, observation_token desc nulls last
 ),
 
 immunization_facts as (
     select
         person_token,
-        max(last_given_on) filter (
-            where 'influenza_vaccine' = any(code_sets)
-        ) as last_influenza_vaccine_on
-    from immunizations
+        max(occurred_on) as last_influenza_vaccine_on
+    from influenza_vaccines
     group by person_token
 ),
 
