@@ -7,13 +7,14 @@
     hashing, with no sort per person. It only detects change; its inputs are tokens, codes
     and dates, never PHI.
 
-    Built after int_consent_state (the depends_on below), though it reads only the events:
-    dbt starts ready models shallowest first, then by name, so this model took a thread
-    just before the history, the longest chain of the build (events -> history -> state ->
-    audiences), which then waited for it. The send step, its only reader, follows the
-    audiences anyway.
+    Built after audience_exclusions (the depends_on below), though it reads only the
+    events: dbt starts ready models shallowest first, then by name. Beside the events it took
+    a thread just before the history, the longest chain of the build (events -> history ->
+    state -> audiences), which then waited for it; after the consent state it still came
+    before audience_membership, the end of that chain. Now it runs beside the audiences'
+    tests. The send step, its only reader, follows the audiences anyway.
 -#}
--- depends_on: {{ ref('int_consent_state') }}
+-- depends_on: {{ ref('audience_exclusions') }}
 select
     person_token,
     count(*)::text || ':' || sum(
