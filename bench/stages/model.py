@@ -4,6 +4,7 @@ database's floor for any build: reading every landing row once."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -119,13 +120,13 @@ def _slowest_nodes(target: Path, top: int = 8) -> list[tuple[str, float]]:
 
 
 def _threads(target: Path) -> int | None:
-    """How many threads dbt ran (run_results.json): node times are shared-core times."""
-    import orjson
-
-    path = target / "run_results.json"
-    if not path.exists():
+    """How many threads dbt ran (its log's last "Concurrency: N threads" line; run_results.json
+    only has the count when --threads was given): node times are shared-core times."""
+    log = target / "dbt.log"
+    if not log.exists():
         return None
-    return orjson.loads(path.read_bytes()).get("args", {}).get("threads")
+    found = re.findall(r"Concurrency: (\d+) threads", log.read_text(errors="replace"))
+    return int(found[-1]) if found else None
 
 
 def _incremental_models(target: Path) -> int:

@@ -8,11 +8,12 @@
     and dates, never PHI.
 
     Built after audience_exclusions (the depends_on below), though it reads only the
-    events: dbt starts ready models shallowest first, then by name. Beside the events it took
-    a thread just before the history, the longest chain of the build (events -> history ->
-    state -> audiences), which then waited for it; after the consent state it still came
-    before audience_membership, the end of that chain. Now it runs beside the audiences'
-    tests. The send step, its only reader, follows the audiences anyway.
+    events: dbt hands models to its threads in the order they become ready, and models that
+    become ready together shallowest first, then by name. Beside the events it took a thread
+    just before the history, the longest chain of the build (events -> history -> state ->
+    audiences), which then waited for it; after the consent state it still came before
+    audience_membership, the end of that chain. Now it runs beside the audiences' tests. The
+    send step, its only reader, follows the audiences anyway.
 -#}
 -- depends_on: {{ ref('audience_exclusions') }}
 select
