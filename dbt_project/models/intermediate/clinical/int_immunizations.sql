@@ -5,7 +5,7 @@
     cancelled) are dropped.
 
     A view, not an incremental table, for the reasons int_observations gives: its one reader
-    in a build (int_immunizations_latest) reads all of it.
+    in a build (int_person_care_history) scans it once.
 -#}
 with
 

@@ -4,9 +4,9 @@
     identity resolution, with its code sets. Records that did not happen (entered in error,
     not done, cancelled) are dropped.
 
-    A view, not an incremental table: its one reader in a build (int_labs_latest) reads all
-    of it, so a copy only added its writing and indexing (about 13 s of a 1M build), and
-    journeys see a new result as soon as it lands. Per-person reads use landing's
+    A view, not an incremental table: its one reader in a build (int_person_care_history)
+    scans it once, so a copy only added its writing and indexing (about 13 s of a 1M build),
+    and journeys see a new result as soon as it lands. Per-person reads use landing's
     subject_token index.
 -#}
 with
