@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psycopg
 
@@ -52,10 +53,9 @@ def main() -> None:
         raise SystemExit(f"no kept warehouse at {pgdata}: run bench.run with --keep first")
     base = start_embedded(pgdata, keep_running=True)
     try:
-        server = base.rsplit("?", 1)[0].rsplit("/", 1)[0]
-        query = base.rsplit("?", 1)[1]
-        name = _kept_database(f"{server}/postgres?{query}")
-        warehouse = Warehouse(database_url=f"{server}/{name}?{query}")
+        # The same server, another database (as bench.workspace.EmbeddedServer does).
+        name = _kept_database(urlparse(base)._replace(path="/postgres").geturl())
+        warehouse = Warehouse(database_url=urlparse(base)._replace(path=f"/{name}").geturl())
         options = Options(repeat=args.repeat)
         results = Results(path=args.out)
         results.meta.update({
