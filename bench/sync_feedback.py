@@ -36,6 +36,7 @@ from connectors.email.file_exchange import FileExchangeEngine
 from connectors.email.http_api import HttpEngine
 from connectors.warehouse.changes import writer_epoch
 from connectors.warehouse.database import Warehouse
+from connectors.warehouse.embedded import database_options
 from domain.keys import KeyringFileProvider
 from services.feedback import read_feedback
 from services.sync import sync_audience
@@ -79,7 +80,11 @@ def fresh_database(state: Path, name: str) -> Warehouse:
     base = Warehouse(None, state)
     with psycopg.connect(base.url(), autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}"')
-        conn.execute(f'create database "{name}"')
+        # Created as the hub creates its own database (byte-order collation).
+        (ctype,) = conn.execute(
+            "select datctype from pg_database where datname = current_database()"
+        ).fetchone()
+        conn.execute(f'create database "{name}" {database_options(ctype)}')
     url = base.url()
     start = url.index("/", url.index("//") + 2)
     query = url.find("?", start)

@@ -21,10 +21,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import polars as pl
 import psycopg
 
 from connectors.email.base import EmailEngine, EngineEvent
-from connectors.email.events import EventRow, RowPage, event_row
+from connectors.email.events import EventBatch, RowPage, event_frame, event_row
 from connectors.warehouse.audit import record_audit
 
 # Events per engine request and per transaction when polling: large pages keep the per-request
@@ -38,6 +39,7 @@ PAGE_SIZE = 20_000
 FIRST_PAGE = 2_000
 COMMIT_EVERY = 1  # events per transaction at least: by default each page commits alone
 MIN_DOMAIN_PERSONS = 10
+MAX_KNOWN_DOMAINS = 2_000_000  # people whose domain a writer remembers between pages
 SUPPRESSING = {"unsubscribe": "unsubscribe", "complaint": "complaint"}
 
 
@@ -93,13 +95,14 @@ def read_feedback(
         ).fetchone()
     cursor = row[0] if row else None
     stored = cursor
-    pending: list[EventRow] = []
+    pending: list[EventBatch] = []
+    pending_events = 0
     size = min(page_size, FIRST_PAGE)
 
     def flush() -> None:
-        nonlocal stored
+        nonlocal stored, pending_events
         with conn.transaction():
-            writer.write(pending, result)
+            writer.write(event_frame(pending), result)
             conn.execute(
                 "insert into engagement.cursors (destination, cursor) values (%s, %s)"
                 " on conflict (destination) do update set cursor = excluded.cursor,"
@@ -107,6 +110,7 @@ def read_feedback(
                 (destination, cursor),
             )
         pending.clear()
+        pending_events = 0
         stored = cursor
 
     with ThreadPoolExecutor(1, thread_name_prefix="feedback-fetch") as fetcher:
@@ -120,9 +124,12 @@ def read_feedback(
                 ahead = fetcher.submit(_row_page, engine, page.next_cursor, size)
             result.read += page.read
             result.unmapped += page.unmapped
-            pending.extend(page.rows)
+            pending.append(page.rows)
+            pending_events += len(page.rows)
             cursor = page.next_cursor
-            if len(pending) >= commit_every or (not page.read and (pending or cursor != stored)):
+            if pending_events >= commit_every or (
+                not page.read and (pending_events or cursor != stored)
+            ):
                 flush()
             if not page.read:
                 break
@@ -132,14 +139,18 @@ def read_feedback(
 
 
 def _row_page(engine: EmailEngine, cursor: str | None, limit: int) -> RowPage:
-    """A page as rows: the engine's bulk `event_rows` when it has one (HttpEngine), else its
-    EngineEvents turned into rows, those without an external id counted as unmapped."""
+    """A page as a frame of events (in the fetching thread, so the writer only writes): the
+    engine's bulk `event_rows` when it has one, else its EngineEvents turned into rows,
+    those without an external id counted as unmapped."""
     event_rows = getattr(engine, "event_rows", None)
     if event_rows is not None:
-        return event_rows(cursor, limit)
-    page = engine.events(cursor, limit)
-    rows = [event_row(e) for e in page.events if e.external_id]
-    return RowPage(rows, page.next_cursor, len(page.events), len(page.events) - len(rows))
+        page = event_rows(cursor, limit)
+    else:
+        events = engine.events(cursor, limit)
+        rows = [event_row(e) for e in events.events if e.external_id]
+        page = RowPage(rows, events.next_cursor, len(events.events), len(events.events) - len(rows))
+    page.rows = event_frame([page.rows])
+    return page
 
 
 def store_events(
@@ -172,13 +183,16 @@ class EventWriter:
     """Bulk, idempotent writes of events and the suppressions they imply (caller's
     transaction), a handful of statements per page whatever its size.
 
-    Fast path: look up which ids are already stored and the page's recipient domains (two
-    index-probe queries), then COPY the new events straight into engagement.events and add
-    their suppressions in one INSERT. COPY costs PostgreSQL about half the CPU per event of
-    INSERT ... SELECT ... ON CONFLICT, which was the bottleneck of readback. If a concurrent
-    writer (the webhook applier) stores one of the ids in between, the COPY fails as a whole
-    (a savepoint) and the page goes the idempotent way: COPY into a temp table, then one
-    INSERT ... ON CONFLICT DO NOTHING, which waits for that writer and skips its ids.
+    Fast path: look up which ids are already stored and the recipient domains of people not
+    seen on an earlier page (two index-probe queries), then COPY the new events straight
+    into engagement.events and their suppressions into engagement.suppressions. COPY costs
+    PostgreSQL about half the CPU per event of INSERT ... SELECT ... ON CONFLICT, which was
+    the bottleneck of readback. If a concurrent writer (the webhook applier) stores one of the
+    ids in between, the COPY fails as a whole (a savepoint) and the page goes the idempotent
+    way: COPY into a temp table, then one INSERT ... ON CONFLICT DO NOTHING, which waits for
+    that writer and skips its ids. Pages are handled column-wise (polars) from end to end:
+    building, escaping and sending them row by row in Python cost more of the client's time
+    than PostgreSQL spent storing them.
     """
 
     def __init__(self, conn: psycopg.Connection, destination: str, min_domain_persons: int) -> None:
@@ -198,70 +212,88 @@ class EventWriter:
                 (min_domain_persons,),
             )
         ]
-        self._common = frozenset(self.domains)
+        # The domain recorded per person seen on an earlier page of this writer (null: none):
+        # a readback sees the same people page after page.
+        self._known = pl.DataFrame(schema=_DOMAIN_COLUMNS)
 
-    def write(self, rows: list[EventRow], result: FeedbackResult) -> None:
-        """Write mapped rows (see connectors.email.events.EventRow); counts new events and
+    def write(self, events: EventBatch, result: FeedbackResult) -> None:
+        """Write mapped events (see connectors.email.events); counts new events and
         suppressions into `result` (the caller counts what it read and left unmapped)."""
-        if not rows:
+        frame = event_frame([events])
+        if frame.is_empty():
+            return
+        # An id repeated within the page counts once: its first.
+        frame = frame.unique("event_id", keep="first", maintain_order=True)
+        ids = _lines(frame["event_id"])
+        if ids is None or _line_break_in(frame["person_token"]):
+            self._write_idempotent(frame, result)  # a line break inside an id: the general way
             return
         conn = self.conn
-        fresh: dict[str, EventRow] = {}
-        for row in rows:
-            fresh.setdefault(row[0], row)  # an id repeated within the page counts once
-        ids, persons = _lines(fresh), _lines({row[2] for row in fresh.values()})
-        if ids is None or persons is None:  # a line break inside an id: the general way
-            self._write_idempotent(rows, result)
-            return
-        for (event_id,) in conn.execute(
-            "select event_id from engagement.events"
-            " where event_id = any(string_to_array(%s, E'\\n'))",
-            (ids,),
-        ):
-            del fresh[event_id]
-        if not fresh:
-            return
-        domain = self._domains(persons).get
+        stored = [
+            event_id
+            for (event_id,) in conn.execute(
+                "select event_id from engagement.events"
+                " where event_id = any(string_to_array(%s, E'\\n'))",
+                (ids,),
+            )
+        ]
+        if stored:
+            frame = frame.filter(~pl.col("event_id").is_in(stored))
+            if frame.is_empty():
+                return
         destination = self.destination
+        rows = frame.join(
+            self._domains(frame["person_token"]),
+            on="person_token",
+            how="left",
+            maintain_order="left",
+        )
+        rows = rows.select(pl.exclude("recipient_domain"), destination=pl.lit(destination),
+                           recipient_domain="recipient_domain")  # fmt: skip
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint
-                with cur.copy(
-                    "copy engagement.events (event_id, audience, person_token, event_type,"
-                    " occurred_at, machine_open, bounce_type, destination, recipient_domain)"
-                    " from stdin"
-                ) as copy:
-                    write_row = copy.write_row
-                    for row in fresh.values():
-                        write_row((*row, destination, domain(row[2])))
-                suppressed = _suppress(cur, destination, fresh.values())
+                _copy(cur, "engagement.events", rows)
+                suppressed = _suppress(cur, destination, frame)
         except psycopg.errors.UniqueViolation:
-            self._write_idempotent(rows, result)
+            self._write_idempotent(frame, result)
             return
-        types = Counter(row[3] for row in fresh.values())
-        result.new += len(fresh)
-        result.by_type.update(types)
+        types = frame["event_type"].value_counts()
+        result.new += frame.height
+        result.by_type.update(dict(types.iter_rows()))
         result.suppressions += suppressed
 
-    def _domains(self, persons: str) -> dict[str, str]:
-        """Person token -> the domain to record (rare domains as 'other'), for the people
-        of `_lines`."""
-        common = self._common
-        return {
-            person: domain if domain in common else "other"
-            for person, domain in self.conn.execute(
-                "select person_token, domain from activation.recipient_domains"
-                " where person_token = any(string_to_array(%s, E'\\n'))",
-                (persons,),
-            )
-        }
+    def _domains(self, persons: pl.Series) -> pl.DataFrame:
+        """The domain to record (rare domains as 'other') of every person seen so far,
+        asking the database only for people not seen before (`persons` has no line break)."""
+        known = self._known
+        distinct = persons.unique()
+        unseen = distinct.filter(~distinct.is_in(known["person_token"]))
+        if unseen.is_empty():
+            return known
+        if known.height + unseen.len() > MAX_KNOWN_DOMAINS:
+            known = known.clear()  # bounded memory on a very long readback
+        found = self.conn.execute(
+            "select person_token, domain from activation.recipient_domains"
+            " where person_token = any(string_to_array(%s, E'\\n'))",
+            (_lines(unseen),),
+        ).fetchall()
+        common = pl.Series(self.domains, dtype=pl.String)
+        looked_up = pl.DataFrame(found, schema=_DOMAIN_COLUMNS, orient="row").with_columns(
+            pl.when(pl.col("recipient_domain").is_in(common))
+            .then(pl.col("recipient_domain"))
+            .otherwise(pl.lit("other"))
+        )
+        missing = pl.DataFrame({"person_token": unseen}).join(
+            looked_up, on="person_token", how="anti"
+        )
+        self._known = pl.concat([known, looked_up, missing], how="diagonal")
+        return self._known
 
-    def _write_idempotent(self, rows: list[EventRow], result: FeedbackResult) -> None:
+    def _write_idempotent(self, frame: pl.DataFrame, result: FeedbackResult) -> None:
         conn = self.conn
         conn.execute("delete from feedback_page")  # already empty unless a page was retried
-        with conn.cursor() as cur, cur.copy("copy feedback_page from stdin") as copy:
-            write_row = copy.write_row
-            for row in rows:
-                write_row(row)
+        with conn.cursor() as cur:
+            _copy(cur, "feedback_page", frame)
         params = {"destination": self.destination, "domains": self.domains}
         answer = conn.execute(_WRITE_IDEMPOTENT, params).fetchall()
         for event_type, count, _ in answer:
@@ -270,36 +302,48 @@ class EventWriter:
         result.suppressions += answer[0][2] if answer else 0  # the same scalar on every row
 
 
-def _lines(values: Iterable[str]) -> str | None:
+_DOMAIN_COLUMNS = {"person_token": pl.String, "recipient_domain": pl.String}
+
+
+def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
+    """COPY the frame's columns into the same-named columns of `table`, as CSV that polars
+    writes (quoted where a value needs it; an unquoted empty field is null)."""
+    columns = ", ".join(frame.columns)
+    with cur.copy(f"copy {table} ({columns}) from stdin (format csv, delimiter E'\\t')") as copy:
+        copy.write(frame.write_csv(separator="\t", include_header=False))
+
+
+def _lines(values: pl.Series) -> str | None:
     """Values as one text parameter, a line each (split again by string_to_array): psycopg
     dumps a list of strings through a regex per item, several times slower than a join.
     None if a value holds a line break itself."""
-    values = list(values)
-    text = "\n".join(values)
-    return text if text.count("\n") == len(values) - 1 else None
+    return None if _line_break_in(values) else "\n".join(values.to_list())
 
 
-def _suppress(cur: psycopg.Cursor, destination: str, rows: Iterable[EventRow]) -> int:
-    """Suppressions for new events (unsubscribes, complaints, hard bounces): one INSERT."""
-    ids, persons, kinds, times = [], [], [], []
-    for event_id, _, person, event_type, occurred_at, _, bounce_type in rows:
-        kind = suppression_type(event_type, bounce_type)
-        if kind is not None:
-            ids.append(event_id)
-            persons.append(person)
-            kinds.append(kind)
-            times.append(occurred_at)
-    if not ids:
-        return 0
-    cur.execute(
-        "insert into engagement.suppressions (event_id, destination, person_token,"
-        " event_type, effective_at)"
-        " select e, %s, p, k, w::timestamptz from unnest(%s::text[], %s::text[], %s::text[],"
-        " %s::text[]) as u(e, p, k, w)"
-        " on conflict (event_id) do nothing",
-        (destination, ids, persons, kinds, times),
+def _line_break_in(values: pl.Series) -> bool:
+    return bool(values.str.contains("\n", literal=True).any())
+
+
+def _suppress(cur: psycopg.Cursor, destination: str, events: pl.DataFrame) -> int:
+    """Suppressions for new events (unsubscribes, complaints, hard bounces), by COPY.
+
+    No conflict check: the events were new a moment ago in this savepoint, so a suppression
+    under the same id exists only if its event was purged since (retention): the COPY then
+    fails and the page goes the idempotent way, like a concurrent writer's ids.
+    """
+    event_type, bounce_type = pl.col("event_type"), pl.col("bounce_type")
+    picked = events.filter(
+        event_type.is_in(list(SUPPRESSING)) | ((event_type == "bounce") & (bounce_type == "hard"))
+    ).select(
+        "event_id",
+        "person_token",
+        event_type.replace({"bounce": "hard_bounce", **SUPPRESSING}),
+        effective_at="occurred_at",
+        destination=pl.lit(destination),
     )
-    return cur.rowcount
+    if not picked.is_empty():
+        _copy(cur, "engagement.suppressions", picked)
+    return picked.height
 
 
 # feedback_page into engagement.events, skipping stored ids, and the suppressions its new

@@ -112,11 +112,19 @@ def decrypt_stream(source: BinaryIO, keys: Mapping[str, bytes]) -> Iterator[byte
 
 def iter_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Split decrypted pieces into lines (without their line ends)."""
+    for lines in iter_line_blocks(chunks):
+        yield from lines
+
+
+def iter_line_blocks(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
+    """The complete lines of each decrypted piece (without their line ends), as a list per
+    piece: bulk readers take them a block at a time, not a Python step per line."""
     rest = b""
     for chunk in chunks:
         rest += chunk
+        carriage_returns = b"\r" in rest
         *lines, rest = rest.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r")
+        if lines:
+            yield [line.rstrip(b"\r") for line in lines] if carriage_returns else lines
     if rest:
-        yield rest.rstrip(b"\r")
+        yield [rest.rstrip(b"\r")]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import polars as pl
 
 from connectors.email.base import EngineEvent
 
@@ -64,13 +65,41 @@ class ParsedEvents:
 # parses it), machine open, bounce type. Plain tuples: bulk readback maps tens of thousands
 # of events per page and a tuple of strings is the cheapest thing to build and to COPY.
 EventRow = tuple[str, str | None, str, str, str, bool, str | None]
+# The same fields as columns (readers that map in bulk hand over a frame, not rows).
+EVENT_COLUMNS = {
+    "event_id": pl.String,
+    "audience": pl.String,
+    "person_token": pl.String,
+    "event_type": pl.String,
+    "occurred_at": pl.String,
+    "machine_open": pl.Boolean,
+    "bounce_type": pl.String,
+}
+# Events as rows or as a frame of EVENT_COLUMNS: services.feedback writes either.
+EventBatch = list[EventRow] | pl.DataFrame
+
+
+def event_frame(batches: Iterable[EventBatch]) -> pl.DataFrame:
+    """Batches of events, in order, as one frame of EVENT_COLUMNS."""
+    frames = [
+        batch if isinstance(batch, pl.DataFrame) else
+        pl.DataFrame(batch, schema=EVENT_COLUMNS, orient="row")
+        for batch in batches
+        if len(batch)
+    ]  # fmt: skip
+    return pl.concat(frames) if frames else pl.DataFrame(schema=EVENT_COLUMNS)
+
+
+def event_rows_of(batch: EventBatch) -> list[EventRow]:
+    """A batch as rows."""
+    return batch.rows() if isinstance(batch, pl.DataFrame) else batch  # type: ignore[return-value]
 
 
 @dataclass(slots=True)
 class RowPage:
     """A page of events as rows, and the cursor after it (engines offering `event_rows`)."""
 
-    rows: list[EventRow]
+    rows: EventBatch
     next_cursor: str
     read: int  # events on the page, mapped or not
     unmapped: int = 0  # of those, events without an external id (dropped, never keyed on email)

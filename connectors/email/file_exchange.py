@@ -27,6 +27,7 @@ import io
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -41,6 +42,7 @@ from connectors.email.envelope import (
     EnvelopeWriter,
     decrypt_stream,
     is_envelope,
+    iter_line_blocks,
     iter_lines,
 )
 from connectors.email.errors import (
@@ -49,7 +51,8 @@ from connectors.email.errors import (
     EngineIdempotencyConflict,
     EngineRequestError,
 )
-from connectors.email.events import EventRow, RowPage
+from connectors.email.events import EventBatch, EventRow, RowPage, event_frame
+from connectors.email.extract_block import block_events
 
 EXTRACT_SUFFIXES = (".csv", ".ndjson", ".jsonl", ".csv.ahx", ".ndjson.ahx", ".jsonl.ahx")
 KIND_BY_NAME = {
@@ -185,7 +188,7 @@ class FileExchangeEngine(EmailEngine):
         without an external id or event type count as unmapped.
         """
         after_file, after_line = _parse_cursor(cursor)
-        rows: list[EventRow] = []
+        parts: list[EventBatch] = []
         read = unmapped = 0
         position = cursor or ""
         for name in self._extracts():
@@ -196,49 +199,47 @@ class FileExchangeEngine(EmailEngine):
                 continue
             kind = _kind_from_name(name)
             reader = self._resume(name, skip)
-            for line_no, raw in reader:
-                position = f"{name}|{line_no}"
-                if raw is not None:
-                    read += 1
-                    row = _extract_row(raw, kind, name)
-                    if row is None:
-                        unmapped += 1
-                    else:
-                        rows.append(row)
-                    if read >= limit:
-                        self._parked = (name, line_no, reader)  # the next page goes on here
-                        return RowPage(rows, position, read, unmapped)
+            # Rows up to the page's remaining events, mapped as one block.
+            while raws := reader.take(limit - read):
+                position = f"{name}|{reader.line_no}"
+                events, block_read, block_unmapped = _map_block(raws, kind, name)
+                parts.append(events)
+                read += block_read
+                unmapped += block_unmapped
+                if read >= limit:
+                    self._parked = (name, reader.line_no, reader)  # the next page goes on here
+                    return RowPage(_joined(parts), position, read, unmapped)
             position = f"{name}|{_END}"  # read to its end: the next page starts after it
-        return RowPage(rows, position, read, unmapped)
+        return RowPage(_joined(parts), position, read, unmapped)
 
-    def _resume(self, name: str, skip: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    def _resume(self, name: str, skip: int) -> _RawRows:
         """The parked reader if it stopped exactly at `skip` of `name`, else a new one."""
         parked, self._parked = self._parked, None
         if parked is not None:
             if parked[:2] == (name, skip):
                 return parked[2]
-            parked[2].close()  # type: ignore[attr-defined]  # a generator: closes its file
-        return self._read_rows(name, skip)
+            parked[2].close()
+        return _RawRows(self._read_rows(name, skip), skip)
 
-    def _read_rows(self, name: str, skip: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        """(line number, raw row or None for a header/blank line) after line `skip`; NDJSON
-        lines up to `skip` are counted, not parsed."""
+    def _read_rows(self, name: str, skip: int) -> Iterator[list[bytes | dict[str, Any] | None]]:
+        """The raw rows after line `skip`, a block at a time, one per line: an NDJSON line as
+        it is (mapped a page at a time by _map_block), a CSV row as a dict (None: the header)."""
         uri = f"{self.inbox}/{name}"
         with smart_open.open(uri, "rb", transport_params=self.transport_params) as source:
             head = source.read(4)
             rest = _chain(head, source)
             try:
                 chunks = decrypt_stream(rest, self.keys) if is_envelope(head) else _pieces(rest)
-                lines = iter_lines(chunks)
                 if ".ndjson" in name or ".jsonl" in name:
-                    loads = orjson.loads
-                    for line_no, line in enumerate(lines, start=1):
-                        if line_no > skip:
-                            yield line_no, loads(line) if line.strip() else None
+                    blocks: Iterator[list[Any]] = iter_line_blocks(chunks)
                 else:
-                    for line_no, row in enumerate(_csv_rows(lines), start=1):
-                        if line_no > skip:
-                            yield line_no, row
+                    csv_rows = _csv_rows(iter_lines(chunks))
+                    blocks = iter(lambda: list(islice(csv_rows, 1000)), [])
+                seen = 0
+                for block in blocks:
+                    seen += len(block)
+                    if seen > skip:
+                        yield block[max(0, len(block) - (seen - skip)) :]
             except EnvelopeError as exc:
                 raise FileExchangeError(f"extract {name}: {exc}") from None
 
@@ -338,6 +339,59 @@ def _extract_event(row: dict[str, Any], kind: str | None, name: str) -> EngineEv
         bounce_type=bounce,  # type: ignore[arg-type]
         url=url,
     )
+
+
+class _RawRows:
+    """An extract's raw rows (see `_read_rows`), taken by count across its blocks."""
+
+    def __init__(self, blocks: Iterator[list[Any]], skip: int) -> None:
+        self._blocks, self._left = blocks, []
+        self.line_no = skip  # of the last row taken
+
+    def take(self, count: int) -> list[Any]:
+        taken: list[Any] = []
+        while len(taken) < count:
+            if not self._left:
+                self._left = next(self._blocks, [])
+                if not self._left:
+                    break
+            room = count - len(taken)
+            taken.extend(self._left[:room])
+            self._left = self._left[room:]
+        self.line_no += len(taken)
+        return taken
+
+    def close(self) -> None:
+        self._blocks.close()  # type: ignore[attr-defined]  # a generator: closes its file
+
+
+def _joined(parts: list[EventBatch]) -> EventBatch:
+    """One batch of the parts of a page: rows stay rows (a page is mostly one part)."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(part, list) for part in parts):
+        return [row for part in parts for row in part]  # type: ignore[union-attr]
+    return event_frame(parts)
+
+
+def _map_block(raws: list[Any], kind: str | None, name: str) -> tuple[EventBatch, int, int]:
+    """(events, events read, unmapped) of raw rows in order (NDJSON lines, or CSV rows with
+    None for the header): NDJSON in bulk as a frame when the block takes the common shape
+    (extract_block), else row by row; blank lines are not events."""
+    if raws and isinstance(raws[0], bytes):
+        bulk = block_events(raws, kind, _columns, KIND_BY_NAME)
+        if bulk is not None:
+            return bulk[0], len(raws), bulk[1]
+        raws = [orjson.loads(line) if line.strip() else None for line in raws]
+    rows: list[EventRow] = []
+    read = 0
+    for raw in raws:
+        if raw is not None:
+            read += 1
+            row = _extract_row(raw, kind, name)
+            if row is not None:
+                rows.append(row)
+    return rows, read, read - len(rows)
 
 
 def _extract_row(row: dict[str, Any], kind: str | None, name: str) -> EventRow | None:

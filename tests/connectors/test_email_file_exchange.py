@@ -8,12 +8,15 @@ import io
 import os
 from pathlib import Path
 
+import orjson
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.email import EngineIdempotencyConflict, Member
 from connectors.email.envelope import SEGMENT, EnvelopeError, EnvelopeWriter, decrypt_stream
+from connectors.email.events import event_rows_of
 from connectors.email.file_exchange import FileExchangeEngine, FileExchangeError
 
 KEY = bytes(range(32))
@@ -211,14 +214,50 @@ def test_extract_rows_match_the_events_and_resume_from_any_cursor(exchange):
         rows, cursor, read, unmapped = [], None, 0, 0
         while True:
             page = exchange.event_rows(cursor, limit)
-            rows += page.rows
+            rows += event_rows_of(page.rows)
             read, unmapped = read + page.read, unmapped + page.unmapped
             cursor = page.next_cursor
             if not page.read:
                 break
         assert as_events(rows) == expected and (read, unmapped) == (len(expected) + 1, 1)
-        assert exchange.event_rows(cursor, 10).rows == []
+        assert len(exchange.event_rows(cursor, 10).rows) == 0
     # A cursor handed out by `events` (or a page read elsewhere) resumes without a gap.
     half = exchange.events(None, 5)
     rest = exchange.event_rows(half.next_cursor, 100)
-    assert as_events(rest.rows) == expected[5:]
+    assert as_events(event_rows_of(rest.rows)) == expected[5:]
+
+
+def test_a_large_extract_of_the_common_shape_pages_and_resumes_like_event_by_event(exchange):
+    """Mapped in bulk a page at a time, across the envelope's pieces: the same rows as the
+    events one by one, whatever the page size and wherever a cursor resumes."""
+    kinds = ("sent", "open", "click", "bounce", "unsubscribe")
+    rows = [
+        {"event_id": f"big-{i}", "event_type": kinds[i % 5], "external_id": f"p{i % 97:06d}",
+         "audience_id": "flu", "occurred_at": f"2026-03-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
+         **({"bounce_type": "hard" if i % 10 == 3 else "soft"} if i % 5 == 3 else {})}
+        for i in range(3000)
+    ]  # fmt: skip
+    data = b"\n".join(orjson.dumps(row) for row in rows) + b"\n"
+    assert len(data) > 3 * SEGMENT
+    (folder(exchange.inbox) / "big.ndjson.ahx").write_bytes(seal(data))
+    expected, cursor = [], None
+    while page := exchange.events(cursor, limit=1000):
+        expected += [(e.event_id, e.audience_id, e.external_id, e.type, e.occurred_at,
+                      e.machine_open, e.bounce_type) for e in page.events]  # fmt: skip
+        cursor = page.next_cursor
+        if not page.events:
+            break
+    assert len(expected) == 3000
+
+    def as_events(got):
+        return [(*r[:4], dt.datetime.fromisoformat(r[4]), *r[5:]) for r in got]
+
+    for limit in (7, 999, 5000):
+        got, cursor = [], None
+        while (page := exchange.event_rows(cursor, limit)).read:
+            assert isinstance(page.rows, pl.DataFrame)  # the bulk way
+            got += event_rows_of(page.rows)
+            cursor = page.next_cursor
+        assert as_events(got) == expected
+    middle = exchange.events(None, 1234).next_cursor
+    assert as_events(event_rows_of(exchange.event_rows(middle, 5000).rows)) == expected[1234:]

@@ -15,12 +15,13 @@ import pytest
 
 from connectors.email.base import EngineEvent
 from services.approvals import approve
-from services.feedback import read_feedback, store_events
+from services.feedback import EventWriter, FeedbackResult, read_feedback, store_events
 from services.sync import sync_audience
 from tests.services.conftest import client
 from tests.services.population import add_people, define_audience, person, set_contact
 
 TODAY = dt.date(2026, 3, 2)
+AT = "2026-03-02T09:00:00+00:00"
 SENT_AT = dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC)
 
 
@@ -149,3 +150,57 @@ def test_a_concurrent_writer_of_the_same_event_is_waited_for_and_skipped(conn, s
     assert (result.new, result.by_type) == (1, Counter({"open": 1}))
     assert result.suppressions == 0  # race-1's suppression is the other writer's to record
     assert conn.execute("select count(*) from engagement.events").fetchone()[0] == 2
+
+
+def test_a_suppression_outliving_its_purged_event_sends_the_page_the_idempotent_way(conn):
+    """Suppressions are COPYed without a conflict check: one left behind by an event that
+    retention purged makes the COPY fail, and the page is stored the idempotent way."""
+    conn.execute(
+        "insert into engagement.suppressions (event_id, destination, person_token, event_type,"
+        " effective_at) values ('old-1', 'sandbox', %s, 'unsubscribe', now())",
+        (person(1),),
+    )
+    conn.commit()
+    result = store_events(conn, "sandbox", [event("old-1", "unsubscribe", 1),
+                                            event("new-1", "complaint", 2)])  # fmt: skip
+    assert (result.new, result.suppressions) == (2, 1)
+    kinds = dict(conn.execute("select event_id, event_type from engagement.suppressions"))
+    assert kinds == {"old-1": "unsubscribe", "new-1": "complaint"}
+
+
+def test_values_copy_needs_to_quote_are_stored_as_they_are(conn):
+    odd = ["tab\there", 'quote"d', "back\\slash", "comma,semi;", "\\N", ""]
+    batch = [
+        EngineEvent(f"id-{value}", "open", person(i), value or None, SENT_AT)
+        for i, value in enumerate(odd)
+    ]
+    assert store_events(conn, "sandbox", batch).new == len(odd)
+    stored = dict(conn.execute("select event_id, audience from engagement.events"))
+    assert stored == {f"id-{value}": value or None for value in odd}
+
+
+def test_domains_are_looked_up_once_per_person_across_pages(conn):
+    conn.execute(
+        "insert into activation.recipient_domains (person_token, domain)"
+        " select 'p' || i, case when i % 2 = 0 then 'example.org' else 'rare' || i || '.example'"
+        " end from generate_series(0, 39) as i"
+    )
+    conn.commit()
+    with conn.transaction():
+        writer = EventWriter(conn, "sandbox", min_domain_persons=10)
+    result = FeedbackResult("sandbox")
+    for page in range(4):  # pages of 20 people each, overlapping half of the page before
+        rows = [(f"e{page}-{i}", None, f"p{page * 10 + i}", "open", "2026-03-02T09:00:00+00:00",
+                 False, None) for i in range(20)]  # fmt: skip
+        rows.append(
+            (f"e{page}-x", None, "nobody", "open", "2026-03-02T09:00:00+00:00", False, None)
+        )
+        with conn.transaction():
+            writer.write(rows, result)
+    assert result.new == 84
+    known = writer._known
+    assert known.height == known["person_token"].n_unique() == 51
+    recorded = dict(conn.execute("select person_token, recipient_domain from engagement.events"))
+    assert recorded["nobody"] is None
+    assert {recorded[f"p{i}"] for i in range(0, 40, 2)} == {"example.org"}
+    assert {recorded[f"p{i}"] for i in range(1, 40, 2)} == {"other"}
