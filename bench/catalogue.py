@@ -136,6 +136,9 @@ SPECS: dict[str, Spec] = {
                             limits=("limit.copy.events",)),
     "limit.copy.events": Spec("events", "limit", "PostgreSQL COPY of the same event rows",
                               "events"),
+    "events.extract": Spec("events", "stage",
+                           "read_feedback from a sealed NDJSON tracking extract of them",
+                           "events", limits=("limit.copy.events",)),
 }  # fmt: skip
 
 SECTIONS: list[Section] = [
@@ -171,7 +174,7 @@ _STEP_OF = {
     "dbt.full": "dbt_full", "dbt.incremental": "dbt_incremental", "sync.full": "sync_full",
     "sync.incremental": "sync_incremental", "baseline.repush": "sync_repush",
     "limit.push": "sync_repush",
-    "events.readback": "events", "limit.copy.events": "events",
+    "events.readback": "events", "limit.copy.events": "events", "events.extract": "events",
     "ingest.protected": "protection_overhead", "ingest.unprotected": "protection_overhead",
 }  # fmt: skip
 

@@ -211,7 +211,9 @@ def _targets(results: Results, sizes: list[int]) -> list[str]:
         ("full sync < 60 s", lambda z: seconds("sync.full", z), lambda v: v < 60, "{:,.1f} s"),
         ("1%-changed incremental sync < 5 s", lambda z: seconds("sync.incremental", z),
          lambda v: v < 5, "{:,.1f} s"),
-        ("events readback ≥ 200,000 events/s", lambda z: rate("events.readback", z),
+        ("events readback ≥ 200,000 events/s (polling or extract file: the faster)",
+         lambda z: max((r for k in ("events.readback", "events.extract")
+                        if (r := rate(k, z)) is not None), default=None),
          lambda v: v >= 200_000, "{:,.0f}/s"),
         ("peak RSS of any measuring process < 2 GB", peak, lambda v: v < 2048, "{:,.0f} MB"),
     ]  # fmt: skip

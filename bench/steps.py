@@ -270,6 +270,8 @@ def _events(ctx: SizeContext, r: int, profile: bool) -> bool:
     ok = ctx.measure("events.readback", activate.read_events, ctx.warehouse,
                      ctx.sandbox.endpoint, "bench-events", profile=profile)  # fmt: skip
     ok &= ctx.measure("limit.copy.events", activate.copy_events, ctx.warehouse, profile=profile)
+    ok &= ctx.measure("events.extract", activate.read_extract, ctx.warehouse, str(ctx.work),
+                      "bench-events", "bench-extract", profile=profile)  # fmt: skip
     return ok
 
 

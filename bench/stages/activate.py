@@ -224,16 +224,60 @@ def read_events(warehouse, endpoint: dict, destination: str) -> StageResult:
 
     engine = _engine(endpoint)
     with warehouse.connect() as conn:
-        with conn.transaction():
-            conn.execute(
-                "delete from engagement.suppressions where destination = %s", (destination,)
-            )
-            conn.execute("delete from engagement.events where destination = %s", (destination,))
-            conn.execute("delete from engagement.cursors where destination = %s", (destination,))
+        _forget_destination(conn, destination)
         started = perf_counter()
         result = read_feedback(conn, engine, destination)
         seconds = perf_counter() - started
     return {"seconds": seconds, "records": result.read, "new": result.new}
+
+
+def read_extract(warehouse, folder: str, source: str, destination: str) -> StageResult:
+    """read_feedback from a sealed NDJSON tracking extract (the file-exchange way back) of
+    the events polling stored for `source`, under new ids and destination `destination`.
+    Writing the extract is not timed; the destination's rows are removed after."""
+    from connectors.email.envelope import EnvelopeWriter
+    from connectors.email.file_exchange import FileExchangeEngine
+    from services.feedback import read_feedback
+
+    key, inbox = os.urandom(32), Path(folder) / "extract-inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    with warehouse.connect() as conn:
+        _forget_destination(conn, destination)
+        with (
+            open(inbox / "tracking.ndjson.ahx", "wb") as sink,
+            EnvelopeWriter(sink, key, "bench") as sealed,
+            conn.cursor(name="bench_extract") as cur,
+        ):
+            cur.itersize = 50_000
+            cur.execute(_EXTRACT_LINES, (source,))
+            while lines := cur.fetchmany(50_000):
+                sealed.write("".join(f"{line}\n" for (line,) in lines).encode())
+        conn.commit()
+        exchange = FileExchangeEngine(str(Path(folder) / "extract-outbox"), str(inbox),
+                                      {"bench": key}, "bench")  # fmt: skip
+        started = perf_counter()
+        result = read_feedback(conn, exchange, destination, page_size=50_000)
+        seconds = perf_counter() - started
+        _forget_destination(conn, destination)
+    (inbox / "tracking.ndjson.ahx").unlink()
+    return {"seconds": seconds, "records": result.read, "new": result.new}
+
+
+# An extract line per stored event, as a marketing cloud would write it (jsonb's text form:
+# `"key": "value"`; absent values left out).
+_EXTRACT_LINES = (
+    "select jsonb_strip_nulls(jsonb_build_object('event_id', 'x:' || event_id,"
+    " 'event_type', event_type, 'external_id', person_token, 'audience_id', audience,"
+    " 'occurred_at', to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+    " 'bounce_type', bounce_type, 'machine_open', case when machine_open then 'true' end))::text"
+    " from engagement.events where destination = %s order by occurred_at, event_id"
+)
+
+
+def _forget_destination(conn, destination: str) -> None:
+    with conn.transaction():
+        for table in ("engagement.suppressions", "engagement.events", "engagement.cursors"):
+            conn.execute(f"delete from {table} where destination = %s", (destination,))
 
 
 def copy_events(warehouse) -> StageResult:
