@@ -1,14 +1,14 @@
-"""Tracking-extract NDJSON lines mapped to EventRows in bulk, with polars.
+"""Tracking-extract NDJSON lines mapped to events in bulk, with polars.
 
 Mapping an extract row by row (`file_exchange._extract_row`: orjson, then a dozen string
 operations and a datetime parse per row) cost about 6 µs an event, more than the database's
 share of storing it. Here a block of lines is parsed and mapped column-wise, but only when
-every row takes the common shape whose mapping is plain: string ids without surrounding
-white space, every value a string or null, ASCII event and bounce types, `occurred_at` as
+every row takes the common shape whose mapping is plain: every value a string, ids without
+surrounding white space, ASCII event and bounce types, `occurred_at` as
 `YYYY-MM-DDTHH:MM:SS` (with `Z`, `+00:00` or no offset, and no or six fraction digits) that
-is a real time. Any other block answers
-None and the caller maps it row by row, so the rows (texts included) and the errors never
-differ from the row-by-row mapping; tests compare the two on every shape.
+is a real time. Any other block answers None and the caller maps it row by row, so the
+events (texts included) and the errors never differ from the row-by-row mapping; property
+tests compare the two.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def block_events(
     def text(name: str) -> pl.Expr:
         if name not in frame.columns:
             return pl.lit("", pl.String)
-        return pl.col(name).cast(pl.String).fill_null("")
+        return pl.col(name).fill_null("")  # a key some rows lack
 
     external = text("external_id")
     given_type = text("event_type")

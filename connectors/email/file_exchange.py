@@ -345,19 +345,21 @@ class _RawRows:
     """An extract's raw rows (see `_read_rows`), taken by count across its blocks."""
 
     def __init__(self, blocks: Iterator[list[Any]], skip: int) -> None:
-        self._blocks, self._left = blocks, []
+        self._blocks = blocks
+        self._block: list[Any] = []
+        self._at = 0  # rows of _block already taken
         self.line_no = skip  # of the last row taken
 
     def take(self, count: int) -> list[Any]:
         taken: list[Any] = []
         while len(taken) < count:
-            if not self._left:
-                self._left = next(self._blocks, [])
-                if not self._left:
+            if self._at == len(self._block):
+                self._block, self._at = next(self._blocks, []), 0
+                if not self._block:
                     break
-            room = count - len(taken)
-            taken.extend(self._left[:room])
-            self._left = self._left[room:]
+            end = min(len(self._block), self._at + count - len(taken))
+            taken.extend(self._block[self._at : end])
+            self._at = end
         self.line_no += len(taken)
         return taken
 
