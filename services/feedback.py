@@ -271,7 +271,7 @@ class EventWriter:
         if unseen.is_empty():
             return known
         if known.height + unseen.len() > MAX_KNOWN_DOMAINS:
-            known = known.clear()  # bounded memory on a very long readback
+            known, unseen = known.clear(), distinct  # bounded memory on a long readback
         found = self.conn.execute(
             "select person_token, domain from activation.recipient_domains"
             " where person_token = any(string_to_array(%s, E'\\n'))",

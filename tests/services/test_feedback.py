@@ -204,3 +204,22 @@ def test_domains_are_looked_up_once_per_person_across_pages(conn):
     assert recorded["nobody"] is None
     assert {recorded[f"p{i}"] for i in range(0, 40, 2)} == {"example.org"}
     assert {recorded[f"p{i}"] for i in range(1, 40, 2)} == {"other"}
+
+
+def test_the_domain_memory_starts_again_when_full_without_losing_a_page(conn, monkeypatch):
+    monkeypatch.setattr("services.feedback.MAX_KNOWN_DOMAINS", 25)
+    conn.execute(
+        "insert into activation.recipient_domains (person_token, domain)"
+        " select 'p' || i, 'example.org' from generate_series(0, 39) as i"
+    )
+    conn.commit()
+    with conn.transaction():
+        writer = EventWriter(conn, "sandbox", min_domain_persons=1)
+    result = FeedbackResult("sandbox")
+    for page in range(3):  # 20 people a page, 10 of them seen on the page before
+        rows = [(f"e{page}-{i}", None, f"p{page * 10 + i}", "open", AT, False, None)
+                for i in range(20)]  # fmt: skip
+        with conn.transaction():
+            writer.write(rows, result)
+    domains = conn.execute("select distinct recipient_domain from engagement.events").fetchall()
+    assert result.new == 60 and domains == [("example.org",)]
