@@ -248,12 +248,15 @@ class EventWriter:
             how="left",
             maintain_order="left",
         )
+        # In key order: engine event ids are random, and the primary key's inserts then
+        # walk its leaf pages once in order instead of all over (1M events with a hash per
+        # member as their ids: 1 s less of PostgreSQL's CPU out of 7).
         rows = rows.select(pl.exclude("recipient_domain"), destination=pl.lit(destination),
-                           recipient_domain="recipient_domain")  # fmt: skip
+                           recipient_domain="recipient_domain").sort("event_id")  # fmt: skip
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint
                 _copy(cur, "engagement.events", rows)
-                suppressed = _suppress(cur, destination, frame)
+                suppressed = _suppress(cur, destination, rows)
         except psycopg.errors.UniqueViolation:
             self._write_idempotent(frame, result)
             return
