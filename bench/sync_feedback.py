@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     def extract() -> dict:
         exchange = FileExchangeEngine(str(state / "outbox"), str(inbox), {"bench": key}, "bench")
         with warehouse.connect() as conn:
-            r = read_feedback(conn, exchange, "files", page_size=50_000)
+            r = read_feedback(conn, exchange, "files")
         return {"events": r.read, "new": r.new}
 
     timed("events.extract_file", results, extract, args.profile)

@@ -31,7 +31,8 @@ from connectors.warehouse.audit import record_audit
 # Events per engine request and per transaction when polling: large pages keep the per-request
 # and per-commit costs (HTTPS round trip, JSON envelope, fsync) small against the events.
 # Engines that cap pages lower answer smaller pages (HttpEngine falls back to 1,000 for an
-# engine that refuses large ones); `page_size=` lowers it per call.
+# engine that refuses large ones); `page_size=` sets it per call, and an engine's
+# `events_page_size` replaces it (FileExchangeEngine: larger).
 PAGE_SIZE = 20_000
 # The first request asks for fewer, and each next one for 4 times more up to PAGE_SIZE: the
 # first page is written while the second is fetched, so the pipeline fills at once instead
@@ -73,7 +74,7 @@ def read_feedback(
     conn: psycopg.Connection,
     engine: EmailEngine,
     destination: str,
-    page_size: int = PAGE_SIZE,
+    page_size: int | None = None,
     min_domain_persons: int = MIN_DOMAIN_PERSONS,
     commit_every: int = COMMIT_EVERY,
 ) -> FeedbackResult:
@@ -97,6 +98,8 @@ def read_feedback(
     stored = cursor
     pending: list[EventBatch] = []
     pending_events = 0
+    # An engine may ask for larger pages (extract files have no request to pay for).
+    page_size = page_size or getattr(engine, "events_page_size", PAGE_SIZE)
     size = min(page_size, FIRST_PAGE)
 
     def flush() -> None:

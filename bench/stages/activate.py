@@ -256,7 +256,7 @@ def read_extract(warehouse, folder: str, source: str, destination: str) -> Stage
         exchange = FileExchangeEngine(str(Path(folder) / "extract-outbox"), str(inbox),
                                       {"bench": key}, "bench")  # fmt: skip
         started = perf_counter()
-        result = read_feedback(conn, exchange, destination, page_size=50_000)
+        result = read_feedback(conn, exchange, destination)
         seconds = perf_counter() - started
         _forget_destination(conn, destination)
     (inbox / "tracking.ndjson.ahx").unlink()

@@ -87,6 +87,10 @@ class FileExchangeEngine(EmailEngine):
     """EmailEngine over exchanged files; `keys` maps key ids to 32-byte shared keys."""
 
     thread_safe = False
+    # Events per readback page (services.feedback): no request to pay for per page, so the
+    # per-transaction costs are what the size spreads (1M events: 11.7 s in pages of 20,000,
+    # 9.0 s in pages of 100,000).
+    events_page_size = 100_000
 
     def __init__(
         self,

@@ -10,10 +10,13 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 import psycopg
 import pytest
 
 from connectors.email.base import EngineEvent
+from connectors.email.envelope import EnvelopeWriter
+from connectors.email.file_exchange import FileExchangeEngine
 from services.approvals import approve
 from services.feedback import EventWriter, FeedbackResult, read_feedback, store_events
 from services.sync import sync_audience
@@ -223,3 +226,24 @@ def test_the_domain_memory_starts_again_when_full_without_losing_a_page(conn, mo
             writer.write(rows, result)
     domains = conn.execute("select distinct recipient_domain from engagement.events").fetchall()
     assert result.new == 60 and domains == [("example.org",)]
+
+
+def test_a_tracking_extract_is_read_once_in_pages_of_the_engine_size(conn, tmp_path, monkeypatch):
+    key = bytes(range(32))
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    rows = [
+        {"event_id": f"x{i}", "event_type": ("open", "click", "unsubscribe")[i % 3],
+         "external_id": person(i % 11), "audience_id": "flu", "occurred_at": AT}
+        for i in range(50)
+    ]  # fmt: skip
+    with open(inbox / "tracking.ndjson.ahx", "wb") as sink, EnvelopeWriter(sink, key, "k") as out:
+        out.write(b"\n".join(orjson.dumps(row) for row in rows) + b"\n")
+    exchange = FileExchangeEngine(str(tmp_path / "out"), str(inbox), {"k": key}, "k")
+    monkeypatch.setattr(FileExchangeEngine, "events_page_size", 7)
+    first = read_feedback(conn, exchange, "files")
+    assert (first.read, first.new, first.suppressions) == (50, 50, 16)
+    again = read_feedback(conn, exchange, "files")
+    assert (again.read, again.new) == (0, 0)
+    stored = conn.execute("select count(*) from engagement.events where destination = 'files'")
+    assert stored.fetchone()[0] == 50
