@@ -182,6 +182,19 @@ def test_values_copy_needs_to_quote_are_stored_as_they_are(conn):
     assert stored == {f"id-{value}": value or None for value in odd}
 
 
+def write_pages(conn, pages: int, min_domain_persons: int, also: tuple[str, ...] = ()):
+    """People p0.. in pages of 20, each page sharing 10 with the page before (plus `also`)."""
+    with conn.transaction():
+        writer = EventWriter(conn, "sandbox", min_domain_persons)
+    result = FeedbackResult("sandbox")
+    for page in range(pages):
+        people = [f"p{page * 10 + i}" for i in range(20)] + list(also)
+        rows = [(f"e{page}-{who}", None, who, "open", AT, False, None) for who in people]
+        with conn.transaction():
+            writer.write(rows, result)
+    return writer, result
+
+
 def test_domains_are_looked_up_once_per_person_across_pages(conn):
     conn.execute(
         "insert into activation.recipient_domains (person_token, domain)"
@@ -189,17 +202,7 @@ def test_domains_are_looked_up_once_per_person_across_pages(conn):
         " end from generate_series(0, 39) as i"
     )
     conn.commit()
-    with conn.transaction():
-        writer = EventWriter(conn, "sandbox", min_domain_persons=10)
-    result = FeedbackResult("sandbox")
-    for page in range(4):  # pages of 20 people each, overlapping half of the page before
-        rows = [(f"e{page}-{i}", None, f"p{page * 10 + i}", "open", "2026-03-02T09:00:00+00:00",
-                 False, None) for i in range(20)]  # fmt: skip
-        rows.append(
-            (f"e{page}-x", None, "nobody", "open", "2026-03-02T09:00:00+00:00", False, None)
-        )
-        with conn.transaction():
-            writer.write(rows, result)
+    writer, result = write_pages(conn, 4, min_domain_persons=10, also=("nobody",))
     assert result.new == 84
     known = writer._known
     assert known.height == known["person_token"].n_unique() == 51
@@ -216,14 +219,7 @@ def test_the_domain_memory_starts_again_when_full_without_losing_a_page(conn, mo
         " select 'p' || i, 'example.org' from generate_series(0, 39) as i"
     )
     conn.commit()
-    with conn.transaction():
-        writer = EventWriter(conn, "sandbox", min_domain_persons=1)
-    result = FeedbackResult("sandbox")
-    for page in range(3):  # 20 people a page, 10 of them seen on the page before
-        rows = [(f"e{page}-{i}", None, f"p{page * 10 + i}", "open", AT, False, None)
-                for i in range(20)]  # fmt: skip
-        with conn.transaction():
-            writer.write(rows, result)
+    _, result = write_pages(conn, 3, min_domain_persons=1)
     domains = conn.execute("select distinct recipient_domain from engagement.events").fetchall()
     assert result.new == 60 and domains == [("example.org",)]
 
