@@ -7,6 +7,7 @@ encrypts and generalizes, the loader writes landing/vault/quarantine in one tran
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -81,7 +82,7 @@ def ingest_uris(
     raised once the file beside it has ended.
     """
     uris = list(uris)
-    with bulk_load_gc():
+    with bulk_load_gc(), prompt_thread_switches():
         if len(uris) < 2:
             return [_load(conn, uri, protector, source, fhir_mode, None) for uri in uris]
         # One Protector per lane: its caches and counters are plain dicts, not shared
@@ -136,6 +137,23 @@ def _second_connection(conn: psycopg.Connection) -> Iterator[psycopg.Connection]
     extra = {"password": password} if password else {}
     with psycopg.connect(conn.info.dsn, **extra) as other:
         yield other
+
+
+@contextmanager
+def prompt_thread_switches(interval: float = 0.0005) -> Iterator[None]:
+    """A shorter GIL switch interval while a load runs (0.5 ms instead of 5 ms).
+
+    The reading thread is pure Python and holds the GIL; the writer thread needs it back
+    after each statement and COPY buffer, and by default waits up to 5 ms for it while
+    PostgreSQL sits idle. Measured at 100k patients: CRM 9.95 -> 7.9-8.2 s, HL7 35.2 ->
+    33.6 s, FHIR unchanged (its reading thread is the bound there).
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 @contextmanager
