@@ -223,11 +223,14 @@ def _batch(payload: Any, name: str) -> list[Any]:
 
 
 def _valid_external_id(value: Any) -> bool:
+    # A printable string holds no whitespace but the ASCII space (every other kind is a
+    # Unicode "Separator" or "Other"), so one substring test finishes the job; testing each
+    # character with isspace() cost the engine about 15 µs a member.
     return (
         isinstance(value, str)
         and 0 < len(value) <= 256
         and value.isprintable()
-        and not any(c.isspace() for c in value)
+        and " " not in value
     )
 
 

