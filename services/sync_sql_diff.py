@@ -14,6 +14,7 @@ from datetime import date
 
 import psycopg
 
+from connectors.warehouse.arrays import array_literal
 from domain.sync_diff import SYNC_MODES, SyncDiff
 from services.send_gate import gate
 
@@ -50,8 +51,8 @@ class SqlDiffer:
         """(adds, updates) among this chunk's wanted members, per domain/sync_diff rules."""
         if not hashes:
             return [], []
-        # The chunk travels as two arrays in the one query: no temp table to empty, fill
-        # and join per chunk (three round trips and a TRUNCATE each time before).
+        # The chunk travels as two array literals in the one query: no temp table to empty,
+        # fill and join per chunk (three round trips and a TRUNCATE each time before).
         people = list(hashes)
         rows = conn.execute(
             "select c.person_token, s.person_token is null"
@@ -61,7 +62,13 @@ class SqlDiffer:
             " where s.person_token is null"
             "  or (s.payload_hash <> c.payload_hash and %s <> 'append')"
             " order by c.person_token",
-            (people, [hashes[p] for p in people], self.destination, self.audience, self.mode),
+            (
+                array_literal(people),
+                array_literal(hashes[p] for p in people),
+                self.destination,
+                self.audience,
+                self.mode,
+            ),
         ).fetchall()
         adds = [person for person, is_add in rows if is_add]
         updates = [person for person, is_add in rows if not is_add]
