@@ -132,7 +132,7 @@ def sync(
     mode: str = typer.Option("mirror", help="upsert | mirror | append"),
     as_json: bool = typer.Option(False, "--json"),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, max=1000),
-    concurrency: int = typer.Option(2, "--concurrency", min=1, max=16),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=16),  # sync.CONCURRENCY
     max_reject_share: float = typer.Option(0.05, "--max-reject-share", min=0.0, max=1.0),
     yes: bool = typer.Option(False, "--yes", "-y", help="Push without the confirmation prompt."),
 ) -> None:

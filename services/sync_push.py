@@ -18,6 +18,7 @@ import psycopg
 
 from connectors.email.base import EmailEngine, Member, MemberResult
 from connectors.email.errors import EngineError
+from connectors.warehouse.arrays import array_literal
 
 if TYPE_CHECKING:
     from services.sync import AudienceDefinition, SyncResult
@@ -211,8 +212,8 @@ class BatchPusher:
             if batch.operation == "remove":
                 conn.execute(
                     "delete from activation.sync_state where destination = %s"
-                    " and audience = %s and person_token = any(%s)",
-                    (self.destination, d.audience, ok),
+                    " and audience = %s and person_token = any(%s::text[])",
+                    (self.destination, d.audience, array_literal(ok)),
                 )
             elif ok:
                 # The inputs the payload came from, so an unchanged member can be skipped
@@ -232,11 +233,11 @@ class BatchPusher:
                     (
                         self.destination,
                         d.audience,
-                        ok,
-                        [batch.hashes[p] for p in ok],
-                        [f[0] if f else None for f in prints],
-                        [f[1] if f else None for f in prints],
-                        [f[2] if f else None for f in prints],
+                        array_literal(ok),
+                        array_literal(batch.hashes[p] for p in ok),
+                        array_literal(f[0] if f else None for f in prints),
+                        array_literal(f[1] if f else None for f in prints),
+                        array_literal(f[2] if f else None for f in prints),
                     ),
                 )
                 known = [p for p in ok if batch.domains.get(p)]
@@ -246,7 +247,7 @@ class BatchPusher:
                     " on conflict (person_token) do update set domain = excluded.domain,"
                     "  updated_at = now()"
                     " where activation.recipient_domains.domain <> excluded.domain",
-                    (known, [batch.domains[p] for p in known]),
+                    (array_literal(known), array_literal(batch.domains[p] for p in known)),
                 )
         counted = {"add": "added", "update": "updated", "remove": "removed"}[batch.operation]
         setattr(self.result, counted, getattr(self.result, counted) + len(ok))

