@@ -1,11 +1,14 @@
-"""`python -m bench.remeasure WORKDIR SIZE --out FILE`: measure the dbt steps again on a size
-that `python -m bench.run --keep --workdir WORKDIR` left on disk (its warehouse and keyring),
-for example after a model change, without generating, ingesting and resolving it again
-(about half an hour at 1M). The results file goes into the report as a supplement:
-`python -m bench.report bench/results.json --replace FILE --out BENCHMARKS.md`.
+"""`python -m bench.remeasure WORKDIR SIZE --out FILE`: measure the dbt or sync steps again on
+a size that `python -m bench.run --keep --workdir WORKDIR` left on disk (its warehouse and
+keyring), for example after a model or sync change, without generating, ingesting and
+resolving it again (about half an hour at 1M). The results file goes into the report as a
+supplement: `python -m bench.report bench/results.json --replace FILE --out BENCHMARKS.md`.
 
-Each incremental repeat ingests another 1% delivery into the kept warehouse, as the harness
-does; the full builds run first, so they all see the same data."""
+Each incremental dbt repeat ingests another 1% delivery into the kept warehouse, as the
+harness does; the full builds run first, so they all see the same data. Each full sync
+goes to a fresh SANDBOX engine under a destination name the kept warehouse has not seen
+(`remeasure-<time>-<run>`), so every member is an add, as in the harness; the 1%-changed
+syncs follow the last of them."""
 
 from __future__ import annotations
 
@@ -18,7 +21,14 @@ import psycopg
 
 from bench import machine
 from bench.results import Results
-from bench.steps import Options, SizeContext, _dbt_full, _dbt_incremental
+from bench.steps import (
+    Options,
+    SizeContext,
+    _dbt_full,
+    _dbt_incremental,
+    _sync_full,
+    _sync_incremental,
+)
 from connectors.warehouse.database import Warehouse
 from connectors.warehouse.embedded import start_embedded, stop_embedded
 
@@ -34,6 +44,15 @@ def _kept_database(url: str) -> str:
     return names[0]
 
 
+# The steps it can measure again, in the order they run.
+STEPS = {
+    "dbt_full": _dbt_full,
+    "dbt_incremental": _dbt_incremental,
+    "sync_full": _sync_full,
+    "sync_incremental": _sync_incremental,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("workdir", type=Path, help="the --workdir of a `bench.run --keep` run")
@@ -41,12 +60,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="results file to write")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--only", default="dbt_full,dbt_incremental",
-                        help="dbt_full and/or dbt_incremental")  # fmt: skip
+                        help=f"any of {', '.join(STEPS)}")  # fmt: skip
     args = parser.parse_args()
     steps = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = steps - {"dbt_full", "dbt_incremental"}
+    unknown = steps - set(STEPS)
     if unknown:
-        raise SystemExit(f"unknown steps {sorted(unknown)}: only the dbt steps are re-measured")
+        raise SystemExit(f"unknown steps {sorted(unknown)}: only {', '.join(STEPS)}")
+    if "sync_incremental" in steps and "sync_full" not in steps:
+        raise SystemExit("sync_incremental follows a full sync: add sync_full")
 
     pgdata = args.workdir / f"size-{args.size}" / "pg" / "pg"
     if not pgdata.is_dir():
@@ -76,11 +97,15 @@ def main() -> None:
             options=options,
             results=results,
             warehouse=warehouse,
+            destination_prefix=f"remeasure-{datetime.now(UTC):%Y%m%dT%H%M%S}",
         )
-        for step, measure in (("dbt_full", _dbt_full), ("dbt_incremental", _dbt_incremental)):
-            if step in steps:
-                for r in range(args.repeat):
-                    measure(ctx, r, False)
+        try:
+            for step, measure in STEPS.items():
+                if step in steps:
+                    for r in range(args.repeat):
+                        measure(ctx, r, False)
+        finally:
+            ctx.close()  # the SANDBOX engine, if a sync step started one
         results.meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         results.save()
     finally:

@@ -50,6 +50,7 @@ class SizeContext:
     warehouse: Any = None
     sandbox: SandboxProcess | None = None
     destination: str | None = None
+    destination_prefix: str = "bench"  # bench.remeasure: names not used on the kept warehouse
     fhir_sample_files: list[str] = field(default_factory=list)
     hl7_sample_file: str | None = None
     done: set[str] = field(default_factory=set)
@@ -243,7 +244,7 @@ def _sync_full(ctx: SizeContext, r: int, profile: bool) -> bool:
     if ctx.sandbox is not None:
         ctx.sandbox.stop()
     ctx.sandbox = SandboxProcess(ctx.work / "engine")
-    ctx.destination = f"bench-{'p' if profile else r}"
+    ctx.destination = f"{ctx.destination_prefix}-{'p' if profile else r}"
     return ctx.measure("sync.full", activate.sync_all, ctx.warehouse, ctx.keyring,
                        ctx.sandbox.endpoint, ctx.destination, ctx.manifest,
                        profile=profile)  # fmt: skip
