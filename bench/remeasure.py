@@ -8,7 +8,7 @@ Each incremental dbt repeat ingests another 1% delivery into the kept warehouse,
 harness does; the full builds run first, so they all see the same data. Each full sync
 goes to a fresh SANDBOX engine under a destination name the kept warehouse has not seen
 (`remeasure-<time>-<run>`), so every member is an add, as in the harness; the 1%-changed
-syncs follow the last of them."""
+syncs and the re-push baseline (with the engine's own limit) follow the last of them."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from bench.steps import (
     _dbt_incremental,
     _sync_full,
     _sync_incremental,
+    _sync_repush,
 )
 from connectors.warehouse.database import Warehouse
 from connectors.warehouse.embedded import start_embedded, stop_embedded
@@ -50,6 +51,7 @@ STEPS = {
     "dbt_incremental": _dbt_incremental,
     "sync_full": _sync_full,
     "sync_incremental": _sync_incremental,
+    "sync_repush": _sync_repush,
 }
 
 
@@ -66,8 +68,8 @@ def main() -> None:
     unknown = steps - set(STEPS)
     if unknown:
         raise SystemExit(f"unknown steps {sorted(unknown)}: only {', '.join(STEPS)}")
-    if "sync_incremental" in steps and "sync_full" not in steps:
-        raise SystemExit("sync_incremental follows a full sync: add sync_full")
+    if steps & {"sync_incremental", "sync_repush"} and "sync_full" not in steps:
+        raise SystemExit("sync_incremental and sync_repush follow a full sync: add sync_full")
 
     pgdata = args.workdir / f"size-{args.size}" / "pg" / "pg"
     if not pgdata.is_dir():
