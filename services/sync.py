@@ -350,7 +350,7 @@ def _stream_members(
         "decrypt": not blocked,  # a blocked run decrypts nothing
         "since": since,
     }
-    cached = _load_changed(conn, params)
+    changed, cached = _load_changed(conn, params)
     if cached:
         result.excluded_by_reason.update(cached)
         differ.exclude_sql(
@@ -359,7 +359,7 @@ def _stream_members(
         done += sum(cached.values())
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
     with conn.cursor("sync_members", withhold=True) as cursor:
-        cursor.execute(_member_inputs_sql(conn), params)
+        cursor.execute(_member_inputs_sql(conn, changed - sum(cached.values())), params)
         while rows := cursor.fetchmany(chunk_size):
             allowed: dict[str, str | None] = {}
             chunk_prints: dict[str, Fingerprints] = {}
@@ -626,30 +626,29 @@ _VAULT_SCANNED = (
 _PROBES_PER_SCAN = 40
 
 
-def _member_inputs_sql(conn: psycopg.Connection) -> str:
-    """The member query, reading the vault by probe or by scan, whichever costs less."""
-    (changed,) = conn.execute(
-        "select count(*) from sync_changed where excluded_reason is null"
-    ).fetchone()
+def _member_inputs_sql(conn: psycopg.Connection, members: int) -> str:
+    """The member query for `members` members, reading the vault by probe or by scan,
+    whichever costs less."""
     (vault_rows,) = conn.execute(
         "select greatest(reltuples, 0) from pg_class where oid = 'vault.contact_fields'::regclass"
     ).fetchone()
-    scan = changed * _PROBES_PER_SCAN > vault_rows > 0
+    scan = members * _PROBES_PER_SCAN > vault_rows > 0
     return _MEMBER_INPUTS_SQL.format(vault=_VAULT_SCANNED if scan else _VAULT_PROBED)
 
 
-def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> Counter:
+def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> tuple[int, Counter]:
     """The members sync_state does not vouch for into the session's temp table sync_changed
     (analysed, so the next query reads a few changed members by index and many by hash);
-    returns how many of them a past exclusion still holds for, by reason."""
+    returns how many there are, and how many of them a past exclusion still holds for, by
+    reason."""
     conn.execute(
         "create temp table if not exists sync_changed (person_token text primary key,"
         " fingerprint text, consent_fingerprint text, excluded_reason text)"
     )
     conn.execute("truncate sync_changed")
-    conn.execute(_CHANGED_MEMBERS_SQL, params)
+    changed = conn.execute(_CHANGED_MEMBERS_SQL, params).rowcount
     conn.execute("analyze sync_changed")
-    return Counter(
+    return changed, Counter(
         dict(
             conn.execute(
                 "select excluded_reason, count(*) from sync_changed"
