@@ -14,6 +14,24 @@ def test_database_url_is_used_as_is_and_the_schema_applies(warehouse):
         assert conn.execute("select count(*) from landing.source_files").fetchone()[0] >= 0
 
 
+def test_an_older_warehouse_loses_the_per_row_file_key_of_its_landing_tables(warehouse):
+    """Landing rows name their file without a foreign key (connectors/warehouse/database.py);
+    a warehouse created with one has it dropped at the next start, quarantine keeps its own."""
+    with warehouse.connect() as conn:
+        conn.execute(
+            "alter table landing.patients add constraint patients_file_id_fkey"
+            " foreign key (file_id) references landing.source_files (file_id)"
+        )
+        conn.commit()
+    warehouse.ensure_schema()
+    with warehouse.connect() as conn:
+        keys = conn.execute(
+            "select conrelid::regclass::text from pg_constraint"
+            " where contype = 'f' and confrelid = 'landing.source_files'::regclass"
+        ).fetchall()
+    assert keys == [("quarantine.records",)]
+
+
 def test_dbt_env_reads_tcp_urls_with_credentials_and_masks_them_for_display():
     remote = Warehouse(database_url="postgresql://hub:s%40cret@db.internal:6543/analytics")
     assert remote.dbt_env() == {
