@@ -101,6 +101,19 @@ class Protector:
         # are PHI-adjacent: this lives in memory for the Protector's lifetime only.
         self._subjects: dict[Any, tuple[dict[Any, str], Callable[[str], str]]] = {}
 
+    # Pickled only to hand it to a loader's read worker process (connectors/warehouse/
+    # read_worker.py): the policy, tokenizer and cipher travel; the compiled plans and memos
+    # are rebuilt there, and the counters start empty (the worker sends its own back).
+    def __getstate__(self) -> dict:
+        return {"policy": self.policy, "tokenizer": self.tokenizer, "cipher": self.cipher}
+
+    def __setstate__(self, state: dict) -> None:
+        self.policy, self.tokenizer, self.cipher = (
+            state["policy"], state["tokenizer"], state["cipher"]
+        )  # fmt: skip
+        self.unknown_fields, self.dropped = Counter(), Counter()
+        self.__post_init__()
+
     def columns(self, entity: str) -> list[str]:
         return self._columns[entity]
 

@@ -45,6 +45,15 @@ class VaultCipher:
     def __post_init__(self) -> None:
         self._aead = {version: AESGCM(key) for version, key in self.keys.items()}
 
+    # Pickled only to hand a loader's protector to its read worker process (its own child,
+    # over a local pipe); the AES-GCM contexts are rebuilt from the keys there.
+    def __getstate__(self) -> dict:
+        return {"keys": self.keys, "current_version": self.current_version}
+
+    def __setstate__(self, state: dict) -> None:
+        self.keys, self.current_version = state["keys"], state["current_version"]
+        self.__post_init__()
+
     def encrypt(self, subject_token: str, column: str, plaintext: str | bytes) -> tuple[int, bytes]:
         """Returns (key version, nonce || ciphertext)."""
         version = self.current_version

@@ -11,8 +11,10 @@ stages and merges each full batch on the file's connection (inside its one trans
 while the next batch is being built. Merging batch by batch keeps the same outcome as one
 merge at the end: each upsert lets the newest effective time win, and on a tie the later
 batch, as the single merge's `row_id desc` did. Rows go over COPY's binary format with the
-staging tables' column types. services.ingest keeps two files in flight on two connections;
-LoadTurn keeps files of one source merging in the order given.
+staging tables' column types. services.ingest keeps two files in flight on two connections,
+each large one parsed and protected in a read worker process (read_worker.py); LoadTurn
+keeps files of one source merging in the order given, and a file whose source is merging
+stages its batches until its turn (_Batches._take_merge_lock).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from psycopg.adapt import PyFormat
 from connectors.warehouse.audit import record_audit
 from connectors.warehouse.changes import writer_epoch
 from connectors.warehouse.database import landing_table
+from connectors.warehouse.read_worker import WorkerRead, read_in_worker
 from domain.protect import Protector
 from domain.records import Rejection, SourceRecord
 
@@ -144,10 +147,11 @@ class _Batches:
         self.staged: set[str] = set()  # entities with a staging table (writer thread only)
         self.types: dict[str, list[int]] = {}  # COPY column types per table (writer thread)
         self.locked = False  # holds the source's merge lock (writer thread only)
+        self.deferred: dict[str, None] = {}  # staged targets waiting for the lock, in order
         self.epoch = 0  # the change epoch this load stamps vault rows with (writer thread)
         conn.execute(
             "create temp table if not exists vault_incoming (like vault.contact_fields"
-            " including defaults) on commit drop"
+            " including defaults, arrival bigint generated always as identity) on commit drop"
         )
         conn.execute(
             "create temp table if not exists identity_incoming (like vault.identity_keys)"
@@ -163,19 +167,25 @@ class _Batches:
             buffer = self.rows[target] = []
         buffer.append(row)
         if len(buffer) >= BATCH_ROWS:
-            self._submit(target, self.rows.pop(target))
+            self.submit(target, self.rows.pop(target))
 
-    def _submit(self, target: str, rows: list[tuple]) -> None:
+    def submit(self, target: str, rows: list[tuple]) -> None:
         self.pending.append(self.writer.submit(self._write, target, rows))
         while len(self.pending) > PENDING_BATCHES:
             self.pending.popleft().result()  # re-raises a database error here
 
     def finish(self) -> None:
-        """Write what is left and wait for the writer: the connection is the caller's again."""
+        """Write what is left, merge what waited for the merge lock, and wait for the
+        writer: the connection is the caller's again."""
         for target in list(self.rows):
-            self._submit(target, self.rows.pop(target))
+            self.submit(target, self.rows.pop(target))
+        self.pending.append(self.writer.submit(self._merge_deferred))
         while self.pending:
             self.pending.popleft().result()
+
+    def _merge_deferred(self) -> None:
+        if not self.locked:
+            self._take_merge_lock(wait=True)
 
     def close(self) -> None:
         """Stop the writer (always, also after an error) before the transaction ends."""
@@ -184,42 +194,80 @@ class _Batches:
     # --- writer thread ---
 
     def _write(self, target: str, rows: list[tuple]) -> None:
-        conn = self.conn
         if not self.locked:
-            # Batch-by-batch upserts lock keys in no global order: two loads of the same
-            # source (whose natural keys and subjects can overlap) could deadlock, so they
-            # take turns from their first write to their commit. Other sources run alongside.
+            self._take_merge_lock(wait=False)
+        self._stage(target, rows)
+        if target == _QUARANTINE:
+            return  # COPYed into place: nothing to merge
+        if self.locked:
+            self._merge(target)
+        else:
+            self.deferred[target] = None
+
+    def _take_merge_lock(self, wait: bool) -> None:
+        """Take the source's merge lock; merge what was staged while another load held it.
+
+        Batch-by-batch upserts lock keys in no global order: two loads of the same source
+        (whose natural keys and subjects can overlap) could deadlock, so they merge in turns,
+        from their first merge to their commit. Other sources run alongside. A load whose
+        source is busy does not wait for its turn: it keeps staging its batches (COPY into
+        its own temporary tables, which locks nothing) and merges them all once it has the
+        lock, at the latest when its file is read. Merging the staged rows at once keeps the
+        outcome of merging them batch by batch: the newest effective time wins, then the
+        later row.
+        """
+        conn = self.conn
+        if wait:
             conn.execute(
                 "select pg_advisory_xact_lock(%s::int, hashtext(%s))", (MERGE_LOCK, self.source)
             )
-            self.locked = True
-            self.turn.taken.set()
-            self.epoch = writer_epoch(conn)
+        else:
+            row = conn.execute(
+                "select pg_try_advisory_xact_lock(%s::int, hashtext(%s))",
+                (MERGE_LOCK, self.source),
+            ).fetchone()
+            if not (row and row[0]):
+                return
+        self.locked = True
+        self.turn.taken.set()
+        self.epoch = writer_epoch(conn)
+        for target in self.deferred:
+            self._merge(target)
+        self.deferred.clear()
+
+    def _stage(self, target: str, rows: list[tuple]) -> None:
         if target == _QUARANTINE:
             self._copy(_QUARANTINE, QUARANTINE_COLUMNS, rows)
         elif target == _VAULT:
             self._copy(_VAULT, VAULT_COLUMNS, rows)
-            _merge_vault(conn, self.epoch)
-            conn.execute("truncate vault_incoming")
         elif target == _IDENTITY:
             self._copy(_IDENTITY, IDENTITY_COLUMNS, rows)
-            conn.execute(
-                "insert into vault.identity_keys select * from identity_incoming"
-                " on conflict do nothing"
-            )
-            conn.execute("truncate identity_incoming")
         else:
             incoming = _incoming(target)
             if target not in self.staged:
-                conn.execute(
+                self.conn.execute(
                     f"create temp table if not exists {incoming}"
                     f" (like {landing_table(target)} including defaults) on commit drop"
                 )
                 self.staged.add(target)
             columns = ["file_id", "source", "position", *self.protector.columns(target)]
             self._copy(incoming, columns, rows)
+
+    def _merge(self, target: str) -> None:
+        """Merge the staged rows of `target` into place and empty its staging table."""
+        conn = self.conn
+        if target == _VAULT:
+            _merge_vault(conn, self.epoch)
+            conn.execute("truncate vault_incoming")
+        elif target == _IDENTITY:
+            conn.execute(
+                "insert into vault.identity_keys select * from identity_incoming"
+                " on conflict do nothing"
+            )
+            conn.execute("truncate identity_incoming")
+        else:
             _merge_landing(conn, target, self.protector)
-            conn.execute(f"truncate {incoming}")
+            conn.execute(f"truncate {_incoming(target)}")
 
     def _copy(self, table: str, columns: list[str] | tuple[str, ...], rows: list[tuple]) -> None:
         """COPY in binary format: the rows hold typed values (dates, bytes, numbers), and
@@ -261,7 +309,7 @@ def load_file(
     *,
     uri: str,
     source: str,
-    units: Iterable[InputUnit],
+    units: Iterable[InputUnit] | WorkerRead,
     protector: Protector,
     fingerprint: tuple[int, str] | None = None,
     audit_action: str | None = "ingest",
@@ -269,6 +317,8 @@ def load_file(
 ) -> FileLoadResult:
     """Protect and load every unit of one file; commit once at the end.
 
+    units: the file's input units, or a WorkerRead: a file of at least its min_bytes is then
+    parsed and protected in a worker process (connectors/warehouse/read_worker.py).
     fingerprint: (size, sha256) when the caller already knows it (e.g. a quarantine replay,
     whose "file" is one decrypted record); otherwise the URI is read to compute it.
     audit_action: the audit record written in the same transaction as the load, so a crash
@@ -286,7 +336,7 @@ def _load_file(
     conn: psycopg.Connection,
     uri: str,
     source: str,
-    units: Iterable[InputUnit],
+    units: Iterable[InputUnit] | WorkerRead,
     protector: Protector,
     fingerprint: tuple[int, str] | None,
     audit_action: str | None,
@@ -327,7 +377,14 @@ def _load_file(
         file_id = result.file_id = inserted[0]
         batches = _Batches(conn, protector, source, turn)
         try:
-            _read_into(batches, protector, file_id, source, units, result)
+            if isinstance(units, WorkerRead) and size >= units.min_bytes:
+                read_in_worker(
+                    units, protector, file_id, source, result, batches.submit, BATCH_ROWS,
+                    shown_uri,
+                )  # fmt: skip
+            else:
+                read = units.reader() if isinstance(units, WorkerRead) else units
+                _read_into(batches, protector, file_id, source, read, result)
             batches.finish()
         finally:
             batches.close()
@@ -428,15 +485,16 @@ def _merge_landing(conn: psycopg.Connection, entity: str, protector: Protector) 
 
 
 def _merge_vault(conn: psycopg.Connection, epoch: int) -> None:
-    # The newest source value wins (by the source's effective time, not arrival order). Rows
-    # written carry the load's change epoch: a sync looks only at those (changes.py).
+    # The newest source value wins (by the source's effective time, not arrival order; on a
+    # tie the row staged last, as on landing). Rows written carry the load's change epoch: a
+    # sync looks only at those (changes.py).
     conn.execute(
         "insert into vault.contact_fields"
         " (subject_token, column_name, key_version, ciphertext, effective_at, change_epoch)"
         " select distinct on (subject_token, column_name)"
         "   subject_token, column_name, key_version, ciphertext, effective_at, %s"
         " from vault_incoming"
-        " order by subject_token, column_name, effective_at desc nulls last"
+        " order by subject_token, column_name, effective_at desc nulls last, arrival desc"
         " on conflict (subject_token, column_name) do update set"
         "   key_version = excluded.key_version, ciphertext = excluded.ciphertext,"
         "   effective_at = excluded.effective_at, updated_at = now(),"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
 from connectors.warehouse.audit import record_audit, verify_chain
-from connectors.warehouse.loader import load_file
+from connectors.warehouse.loader import MERGE_LOCK, load_file
 from domain.keys import KeyringFileProvider
 from domain.policy import default_policy
 from domain.protect import Protector
@@ -245,3 +247,61 @@ def test_a_crash_after_batches_were_written_leaves_nothing_behind(
             (uri, subjects, subjects),
         ).fetchone()
     assert counts == (0, 0, 0)
+
+
+@pytest.mark.parametrize("source_busy", [False, True], ids=["own-turn", "staged-while-busy"])
+def test_a_file_staged_while_its_source_merges_lands_as_if_merged_batch_by_batch(
+    warehouse, protector, tmp_path, monkeypatch, source_busy
+):
+    """Another load of the source holds the merge lock: this file stages all its batches,
+    then merges them at once when the lock is free. Newest effective time wins, on a tie the
+    later row, on landing and in the vault alike."""
+    monkeypatch.setattr("connectors.warehouse.loader.BATCH_ROWS", 2)
+    same_time = datetime(2026, 5, 1, tzinfo=UTC)
+    first, second = _patient("p-staged", "line 1"), _patient("p-staged", "line 4")
+    first.fields.update(given_name="Firstname", effective_at=same_time)
+    second.fields.update(given_name="Secondname", effective_at=same_time)
+    units = [
+        first,
+        _condition("cond-staged-1", "active", same_time),
+        _condition("cond-staged-1", "inactive", datetime(2025, 5, 1, tzinfo=UTC)),
+        second,
+        _condition("cond-staged-1", "resolved", same_time),
+    ]
+    uri = _file(tmp_path, "staged.ndjson", f"staged while busy: {source_busy}\n")
+    with warehouse.connect() as holder, warehouse.connect() as conn:
+        if source_busy:
+            holder.execute("select pg_advisory_xact_lock(%s::int, hashtext('fhir'))", (MERGE_LOCK,))
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(
+                load_file, conn, uri=uri, source="fhir", units=units, protector=protector
+            )
+            if source_busy:
+                _wait_for_a_waiting_advisory_lock(holder)
+                assert not loading.done()
+                holder.commit()
+            result = loading.result(timeout=60)
+        subject = protector.protect(first).subject_token
+        version, blob = conn.execute(
+            "select key_version, ciphertext from vault.contact_fields"
+            " where subject_token = %s and column_name = 'given_name'",
+            (subject,),
+        ).fetchone()
+        status = conn.execute(
+            "select clinical_status from landing.conditions where source_id_token = %s",
+            (protector.tokenizer.token("source_id", "cond-staged-1"),),
+        ).fetchall()
+    assert result.reconciled and result.loaded == 5
+    assert protector.cipher.decrypt(subject, "given_name", version, blob) == "Secondname"
+    assert status == [("resolved",)]
+
+
+def _wait_for_a_waiting_advisory_lock(conn) -> None:
+    for _ in range(600):
+        waiting = conn.execute(
+            "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+        ).fetchone()[0]
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the load never waited for the merge lock")

@@ -1,0 +1,77 @@
+"""Large files are parsed and protected in read worker processes (connectors/warehouse/
+read_worker.py); what lands must be what the loading process itself would have landed."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from connectors.warehouse import read_worker
+from services.ingest import ingest_uris
+from tests.reliability.support import Databases, differences, snapshot
+
+
+def _ingest(databases: Databases, name: str, template: str, uris: list[str], privacy):
+    warehouse = databases.create(name, template=template)
+    protector = privacy.protector()
+    with warehouse.connect() as conn:
+        results = ingest_uris(conn, uris, protector)
+    return warehouse, protector, [r.as_dict() for r in results]
+
+
+def test_files_read_in_workers_land_as_read_in_the_loading_process(
+    databases: Databases, schema_template, population, privacy, cipher, monkeypatch
+):
+    """Every file of the population (FHIR, HL7, CRM, with their bad records) through a worker
+    against all of them in process: the same rows, quarantine, audit, counts and counters."""
+    monkeypatch.setattr(read_worker, "WORKER_MIN_BYTES", 1 << 40)
+    inline, inline_protector, inline_results = _ingest(
+        databases, "rel_read_inline", schema_template, population, privacy
+    )
+    monkeypatch.setattr(read_worker, "WORKER_MIN_BYTES", 0)
+    workers, worker_protector, worker_results = _ingest(
+        databases, "rel_read_workers", schema_template, population, privacy
+    )
+    assert worker_results == inline_results
+    assert any(r["quarantined"] for r in worker_results)  # the bad records went through too
+    with inline.connect() as a, workers.connect() as b:
+        assert not differences(snapshot(a, cipher), snapshot(b, cipher))
+    assert worker_protector.unknown_fields == inline_protector.unknown_fields
+    assert worker_protector.dropped == inline_protector.dropped
+    for name in ("rel_read_inline", "rel_read_workers"):
+        databases.drop(name)
+
+
+def test_a_worker_failing_mid_file_raises_its_error_and_loads_nothing(
+    databases: Databases, schema_template, population, privacy, monkeypatch, tmp_path: Path
+):
+    """A gzip file cut short fails in its worker, after batches were written: the loading
+    process raises the reader's own error, and the file's transaction leaves nothing of it
+    while the file beside it loads."""
+    monkeypatch.setattr(read_worker, "WORKER_MIN_BYTES", 0)
+    ndjson = [Path(p) for p in population if p.endswith(".ndjson")]
+    whole = gzip.compress(max(ndjson, key=lambda p: p.stat().st_size).read_bytes())
+    cut = tmp_path / "cut.ndjson.gz"
+    cut.write_bytes(whole[: len(whole) * 3 // 4])
+    beside = str(min(ndjson, key=lambda p: p.stat().st_size))
+    warehouse = databases.create("rel_read_cut", template=schema_template)
+    with warehouse.connect() as conn:
+        with pytest.raises(EOFError):
+            ingest_uris(conn, [str(cut), beside], privacy.protector())
+        assert conn.execute("select uri from landing.source_files").fetchall() == [(beside,)]
+        tables = conn.execute(
+            "select table_name from information_schema.columns"
+            " where table_schema = 'landing' and column_name = 'file_id'"
+            " and table_name <> 'source_files'"
+        ).fetchall()
+        strays = conn.execute(
+            " union all ".join(
+                f"select count(*) from landing.{t} where file_id not in"
+                " (select file_id from landing.source_files)"
+                for (t,) in tables
+            )
+        ).fetchall()
+        assert {n for (n,) in strays} == {0}
+    databases.drop("rel_read_cut")
