@@ -11,8 +11,10 @@ compares. The default run kills each stage once; `make soak` kills 22 times.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,9 +98,9 @@ def _lost(expected: dict[str, Counter], actual: dict[str, Counter]) -> int:
 # --- ingest ----------------------------------------------------------------------------------
 
 
-def _ingest_kills(databases, schema_template, population, cipher, figures, kills, seed):
+def _ingest_kills(databases, schema_template, population, cipher, figures, kills, seed, **extra):
     reference = databases.create("rel_kill_ingest_ref", template=schema_template)
-    env = worker_env(reference.url())
+    env = worker_env(reference.url(), **extra)
     clean = run_worker(python_worker("ingest", *population), env)
     assert clean.returncode == 0, clean.output[-3000:]
     with reference.connect() as conn:
@@ -107,8 +109,9 @@ def _ingest_kills(databases, schema_template, population, cipher, figures, kills
     for n, delay in enumerate(loop.delays()):
         name = f"rel_kill_ingest_{n}"
         warehouse = databases.create(name, template=schema_template)
-        env = worker_env(warehouse.url())
+        env = worker_env(warehouse.url(), **extra)
         interrupted = run_worker(python_worker("ingest", *population), env, kill_after=delay)
+        _no_read_worker_outlives(interrupted)
         loop.record(interrupted)
         rerun = run_worker(python_worker("ingest", *population), env)
         assert rerun.returncode == 0, rerun.output[-3000:]
@@ -129,6 +132,40 @@ def test_ingest_killed_at_a_random_point_then_rerun_equals_a_clean_run(
     databases: Databases, schema_template, population, cipher, figures
 ):
     _ingest_kills(databases, schema_template, population, cipher, figures, kills=1, seed=1)
+
+
+def test_ingest_with_read_workers_killed_then_rerun_equals_a_clean_run(
+    databases: Databases, schema_template, population, cipher, figures
+):
+    """Every file parsed and protected in a read worker process: the kill lands on the
+    loading process, its workers leave with it, and the rerun equals a clean run."""
+    _ingest_kills(
+        databases, schema_template, population, cipher, figures, kills=1, seed=3,
+        REL_READ_WORKER_MIN_BYTES="0",
+    )  # fmt: skip
+
+
+def _no_read_worker_outlives(run) -> None:
+    """A killed loader's read workers end too: their pipe to it is gone."""
+    if not run.killed:
+        return
+    for _ in range(100):
+        left = [
+            p
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _cmdline(p).count("connectors.warehouse.read_worker")
+        ]
+        if not left:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{len(left)} read workers outlived the killed loader")
+
+
+def _cmdline(process: Path) -> str:
+    try:
+        return (process / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 @pytest.mark.soak

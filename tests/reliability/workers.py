@@ -21,6 +21,10 @@ def _ingest(files: list[str]) -> None:
     from services.identity import resolve_persons
     from services.ingest import ingest_uris
 
+    if "REL_READ_WORKER_MIN_BYTES" in os.environ:  # read workers for the test's small files
+        from connectors.warehouse import read_worker
+
+        read_worker.WORKER_MIN_BYTES = int(os.environ["REL_READ_WORKER_MIN_BYTES"])
     privacy = PrivacyResource()
     with Warehouse.from_env().connect() as conn:
         protector = privacy.protector()
