@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import date, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.policy import default_policy
 from domain.protect import Protector
@@ -103,3 +107,37 @@ def test_a_merge_tokenizes_the_prior_subject_in_the_same_system():
         "prior_subject_token": token("crm", "c-1"),
     }
     assert protected.vault == [] and protected.identity_keys == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    subject=st.text(min_size=1, max_size=12),
+    given_name=st.text(max_size=12),
+    email=st.emails() | st.just(""),
+    zip_code=st.from_regex(r"[0-9]{5}", fullmatch=True),
+    rotated=st.booleans(),
+)
+def test_a_protector_sent_to_a_read_worker_protects_as_the_original(
+    subject, given_name, email, zip_code, rotated
+):
+    """Read workers get the protector pickled (connectors/warehouse/read_worker.py): the
+    same tokens, landing values and identity keys, vault values that the original's cipher
+    opens, and counters that start empty."""
+    tokenizer = chained_tokenizer({1: TOKEN_KEY, 2: VAULT_KEY}, 2) if rotated else None
+    original = _protector(tokenizer)
+    original.protect(_patient("warm-up"))  # compiled plans and memos must not travel
+    sent = pickle.loads(pickle.dumps(original, pickle.HIGHEST_PROTOCOL))
+    record = _patient(subject, given_name=given_name, email=email, postal_code=zip_code)
+    mine, theirs = original.protect(record), sent.protect(record)
+    assert (theirs.subject_token, theirs.landing, theirs.identity_keys) == (
+        mine.subject_token, mine.landing, mine.identity_keys,
+    )  # fmt: skip
+    opened = {
+        column: original.cipher.decrypt(theirs.subject_token, column, version, blob)
+        for column, version, blob in theirs.vault
+    }
+    assert opened == {
+        column: original.cipher.decrypt(mine.subject_token, column, version, blob)
+        for column, version, blob in mine.vault
+    }
+    assert sent.unknown_fields == {"patient.a_field_nobody_declared": 1}
