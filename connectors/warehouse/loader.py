@@ -11,7 +11,7 @@ stages and merges each full batch on the file's connection (inside its one trans
 while the next batch is being built. Merging batch by batch keeps the same outcome as one
 merge at the end: each upsert lets the newest effective time win, and on a tie the later
 batch, as the single merge's `row_id desc` did. Rows go over COPY's binary format with the
-staging tables' column types. services.ingest keeps two files in flight on two connections,
+staging tables' column types. services.ingest keeps several files in flight on as many connections,
 each large one parsed and protected in a read worker process (read_worker.py); LoadTurn
 keeps files of one source merging in the order given, and a file whose source is merging
 stages its batches until its turn (_Batches._take_merge_lock).
@@ -98,16 +98,24 @@ class FileLoadResult:
 
 @dataclass
 class LoadTurn:
-    """Orders files loaded side by side (services.ingest keeps two files in flight).
+    """Orders files loaded side by side (services.ingest keeps several files in flight).
 
-    A file enters its manifest row only once the file before it holds its source's merge
-    lock or is done. So files of one source merge and commit in the order given (on equal
-    effective times the later file wins, as when they load one after the other), and a file
-    listed twice waits for its first load's manifest row instead of taking it first.
+    A file takes its source's merge lock only once the file before it holds its own or is
+    done, so files of one source merge and commit in the order given (on equal effective
+    times the later file wins, as when they load one after the other); until then it reads
+    and stages its batches. It enters its manifest row only once the file before it has
+    entered its own, so a file listed twice waits for its first load's manifest row
+    instead of taking it first.
     """
 
-    previous: threading.Event | None = None
-    taken: threading.Event = field(default_factory=threading.Event)
+    previous: LoadTurn | None = None
+    entered: threading.Event = field(default_factory=threading.Event)  # manifest row in
+    taken: threading.Event = field(default_factory=threading.Event)  # merge lock held
+
+    def done(self) -> None:
+        """Loaded, skipped or failed: the next file need not wait for anything."""
+        self.entered.set()
+        self.taken.set()
 
 
 def redact_uri(uri: str) -> str:
@@ -217,6 +225,11 @@ class _Batches:
         later row.
         """
         conn = self.conn
+        previous = self.turn.previous
+        if previous is not None and not previous.taken.is_set():
+            if not wait:
+                return  # the file before this one has not taken its turn yet
+            previous.taken.wait()
         if wait:
             conn.execute(
                 "select pg_advisory_xact_lock(%s::int, hashtext(%s))", (MERGE_LOCK, self.source)
@@ -329,7 +342,7 @@ def load_file(
     try:
         return _load_file(conn, uri, source, units, protector, fingerprint, audit_action, turn)
     finally:
-        turn.taken.set()  # done (loaded, skipped or failed): the next file need not wait
+        turn.done()
 
 
 def _load_file(
@@ -346,7 +359,7 @@ def _load_file(
     result = FileLoadResult(uri=shown_uri, source=source)
     size, sha256 = fingerprint or file_fingerprint(uri)
     if turn.previous is not None:
-        turn.previous.wait()
+        turn.previous.entered.wait()
     with conn.transaction():
         # The same file loading on another connection holds this key until it commits:
         # the insert waits for it, then finds the file loaded and skips it.
@@ -356,6 +369,7 @@ def _load_file(
             " returning file_id",
             (shown_uri, source, size, sha256),
         ).fetchone()
+        turn.entered.set()
         if inserted is None:
             existing = conn.execute(
                 "select file_id, records_read, records_loaded, records_quarantined"

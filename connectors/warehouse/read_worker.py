@@ -83,7 +83,7 @@ class ReadWorkers:
 
     def __init__(self) -> None:
         self._idle: list[_Worker] = []
-        self._lock = threading.Lock()  # two files in flight take and return workers
+        self._lock = threading.Lock()  # the files in flight take and return workers
 
     def take(self) -> _Worker:
         with self._lock:

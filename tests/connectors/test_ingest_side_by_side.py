@@ -1,5 +1,5 @@
-"""services.ingest.ingest_uris keeps two files in flight (the next one is read while the one
-before it commits); the outcome must be the one of loading them one after the other."""
+"""services.ingest.ingest_uris keeps several files in flight (the next ones are read while the
+one before them commits); the outcome must be the one of loading them one after the other."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 
+import services.ingest
 from connectors.warehouse.loader import redact_uri
 from pipelines.resources import PrivacyResource
 from services.ingest import ingest_uris
 
 UPDATED = "2026-03-01T10:00:00Z"
+
+
+@pytest.fixture(params=[2, 3], ids=["2-lanes", "3-lanes"], autouse=True)
+def lanes(request, monkeypatch) -> int:
+    """Two files in flight (the default here) and three: the order must hold for any number."""
+    monkeypatch.setattr(services.ingest, "LANES", request.param)
+    return request.param
 
 
 RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
@@ -37,23 +45,23 @@ def _write(path: Path, lines: list[str]) -> str:
     return str(path)
 
 
-def test_the_later_file_wins_a_tie_although_it_loads_beside_the_earlier(warehouse, tmp_path):
+def test_the_later_file_wins_a_tie_although_it_loads_beside_the_earlier(warehouse, tmp_path, lanes):
     """The first file is large and the second tiny: unordered, the tiny one would merge and
     commit first and the first file's row would win the tie on effective time."""
     protector = PrivacyResource().protector()
     first = _write(
         tmp_path / "first.ndjson",
-        [_patient(f"sbs-fill-{i}", "female", "Filler") for i in range(3000)]
-        + [_patient("sbs-tie", "female", "Earlier")],
+        [_patient(f"sbs-fill-{lanes}-{i}", "female", "Filler") for i in range(3000)]
+        + [_patient(f"sbs-tie-{lanes}", "female", "Earlier")],
     )
-    second = _write(tmp_path / "second.ndjson", [_patient("sbs-tie", "male", "Later")])
+    second = _write(tmp_path / "second.ndjson", [_patient(f"sbs-tie-{lanes}", "male", "Later")])
     with warehouse.connect() as conn:
         results = ingest_uris(conn, [first, second], protector, "fhir")
         assert [(r.uri, r.read, r.loaded) for r in results] == [
             (redact_uri(first), 3001, 3001),
             (redact_uri(second), 1, 1),
         ]
-        subject = protector.tokenizer.subject_token("fhir", "sbs-tie")
+        subject = protector.tokenizer.subject_token("fhir", f"sbs-tie-{lanes}")
         sex, file_id = conn.execute(
             "select sex, file_id from landing.patients where subject_token = %s", (subject,)
         ).fetchone()
@@ -66,9 +74,9 @@ def test_the_later_file_wins_a_tie_although_it_loads_beside_the_earlier(warehous
     assert protector.cipher.decrypt(subject, "given_name", key_version, blob) == "Later"
 
 
-def test_a_file_listed_twice_loads_once(warehouse, tmp_path):
+def test_a_file_listed_twice_loads_once(warehouse, tmp_path, lanes):
     protector = PrivacyResource().protector()
-    uri = _write(tmp_path / "twice.ndjson", [_patient("sbs-twice", "female", "Once")])
+    uri = _write(tmp_path / "twice.ndjson", [_patient(f"sbs-twice-{lanes}", "female", "Once")])
     with warehouse.connect() as conn:
         first, second, third = ingest_uris(conn, [uri, uri, uri], protector, "fhir")
     assert not first.skipped and second.skipped and third.skipped
@@ -76,12 +84,15 @@ def test_a_file_listed_twice_loads_once(warehouse, tmp_path):
     assert (second.read, second.loaded) == (1, 1)
 
 
-def test_counters_of_both_lanes_reach_the_callers_protector(warehouse, tmp_path):
+def test_counters_of_both_lanes_reach_the_callers_protector(warehouse, tmp_path, lanes):
     protector = PrivacyResource().protector()
     # A kept free-text value holding an e-mail address is nulled and counted, once per file.
     leaky = "ask lane@example.org"
     uris = [
-        _write(tmp_path / f"lane-{i}.ndjson", [_patient(f"sbs-lane-{i}", "other", "Lane", leaky)])
+        _write(
+            tmp_path / f"lane-{i}.ndjson",
+            [_patient(f"sbs-lane-{lanes}-{i}", "other", "Lane", leaky)],
+        )
         for i in range(3)
     ]
     with warehouse.connect() as conn:
@@ -89,20 +100,24 @@ def test_counters_of_both_lanes_reach_the_callers_protector(warehouse, tmp_path)
     assert protector.dropped == {("patient", "race", "dlp:email"): 3}
 
 
-def test_an_error_in_one_file_is_raised_after_the_file_beside_it_ends(warehouse, tmp_path):
+def test_an_error_in_one_file_is_raised_after_the_file_beside_it_ends(warehouse, tmp_path, lanes):
     protector = PrivacyResource().protector()
-    good = _write(tmp_path / "good.ndjson", [_patient("sbs-good", "female", "Good")])
+    beside = [
+        _write(tmp_path / f"good-{n}.ndjson", [_patient(f"sbs-good-{lanes}-{n}", "female", "Good")])
+        for n in range(lanes - 1)
+    ]
     missing = str(tmp_path / "missing.ndjson")
-    after = _write(tmp_path / "after.ndjson", [_patient("sbs-after", "female", "After")])
+    after = _write(tmp_path / "after.ndjson", [_patient(f"sbs-after-{lanes}", "female", "After")])
+    uris = [missing, *beside, after]
     with warehouse.connect() as conn:
         with pytest.raises(FileNotFoundError):
-            ingest_uris(conn, [missing, good, after], protector, "fhir")
+            ingest_uris(conn, uris, protector, "fhir")
         loaded = {
             uri
             for (uri,) in conn.execute(
                 "select uri from landing.source_files where uri = any(%s)",
-                ([redact_uri(good), redact_uri(after), redact_uri(missing)],),
+                ([redact_uri(u) for u in uris],),
             )
         }
-    # The file beside the failing one was loading already and commits; none starts after.
-    assert loaded == {redact_uri(good)}
+    # The files beside the failing one were loading already and commit; none starts after.
+    assert loaded == {redact_uri(u) for u in beside}
