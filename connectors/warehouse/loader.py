@@ -35,6 +35,7 @@ from connectors.warehouse.audit import record_audit
 from connectors.warehouse.changes import writer_epoch
 from connectors.warehouse.database import landing_table
 from connectors.warehouse.read_worker import WorkerRead, read_in_worker
+from connectors.warehouse.row_batches import RowBatches
 from domain.protect import Protector
 from domain.records import Rejection, SourceRecord
 
@@ -137,8 +138,8 @@ def file_fingerprint(uri: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-class _Batches:
-    """Row buffers per target; each full buffer becomes a job for the writer thread.
+class _Batches(RowBatches):
+    """Row batches per target; each full batch becomes a job for the writer thread.
 
     Only the writer thread uses the connection between `__init__` and `finish`, so
     statements never interleave; the reader only builds rows.
@@ -151,7 +152,7 @@ class _Batches:
         self.turn = turn
         self.protector = protector
         self.source = source
-        self.rows: dict[str, list[tuple]] = {}
+        super().__init__(BATCH_ROWS)  # read at each load: tests set a smaller one
         self.staged: set[str] = set()  # entities with a staging table (writer thread only)
         self.types: dict[str, list[int]] = {}  # COPY column types per table (writer thread)
         self.locked = False  # holds the source's merge lock (writer thread only)
@@ -168,16 +169,8 @@ class _Batches:
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader-writer")
         self.pending: deque[Future[None]] = deque()
 
-    def add(self, target: str, row: tuple) -> None:
-        """target: an entity (landing), _VAULT, _IDENTITY or _QUARANTINE."""
-        buffer = self.rows.get(target)
-        if buffer is None:
-            buffer = self.rows[target] = []
-        buffer.append(row)
-        if len(buffer) >= BATCH_ROWS:
-            self.submit(target, self.rows.pop(target))
-
     def submit(self, target: str, rows: list[tuple]) -> None:
+        """target: an entity (landing), _VAULT, _IDENTITY or _QUARANTINE."""
         self.pending.append(self.writer.submit(self._write, target, rows))
         while len(self.pending) > PENDING_BATCHES:
             self.pending.popleft().result()  # re-raises a database error here
@@ -185,8 +178,7 @@ class _Batches:
     def finish(self) -> None:
         """Write what is left, merge what waited for the merge lock, and wait for the
         writer: the connection is the caller's again."""
-        for target in list(self.rows):
-            self.submit(target, self.rows.pop(target))
+        self.flush()
         self.pending.append(self.writer.submit(self._merge_deferred))
         while self.pending:
             self.pending.popleft().result()

@@ -29,6 +29,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from connectors.warehouse.row_batches import RowBatches
+
 # Files smaller than this are read in the loading process: a worker's start (~0.7 s of CPU)
 # and the trip of every row through a pipe would cost more than the parallelism gives back.
 WORKER_MIN_BYTES = 4 << 20
@@ -123,25 +125,15 @@ class WorkerRead:
     workers: ReadWorkers | None = None
 
 
-class _PipeRows:
-    """The worker's row buffers: each full batch goes to the loader as one message."""
+class _PipeRows(RowBatches):
+    """The worker's row batches: each full batch goes to the loader as one message."""
 
     def __init__(self, pipe: Connection, batch_rows: int) -> None:
+        super().__init__(batch_rows)
         self.pipe = pipe
-        self.batch_rows = batch_rows
-        self.rows: dict[str, list[tuple]] = {}
 
-    def add(self, target: str, row: tuple) -> None:
-        buffer = self.rows.get(target)
-        if buffer is None:
-            buffer = self.rows[target] = []
-        buffer.append(row)
-        if len(buffer) >= self.batch_rows:
-            self.send(("rows", target, self.rows.pop(target)))
-
-    def flush(self) -> None:
-        for target in list(self.rows):
-            self.send(("rows", target, self.rows.pop(target)))
+    def submit(self, target: str, rows: list[tuple]) -> None:
+        self.send(("rows", target, rows))
 
     def send(self, message: tuple) -> None:
         self.pipe.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
