@@ -225,7 +225,7 @@ def sync_audience(
             pusher = BatchPusher(conn, engine, run_id, definition, destination, result, concurrency)
         _ensure_statistics(conn)
         columns = sorted({CONTACT_COLUMN, *definition.personalization_fields})
-        since = _watermark(conn, destination, audience, columns)
+        since = _watermark(conn, destination, audience, columns, definition.purpose)
         if pusher is not None and not result.blocked_reason:
             # Changes stamped from here on are the next run's (connectors/warehouse/changes.py).
             next_since = advance_clock(conn)
@@ -280,7 +280,7 @@ def sync_audience(
             dict(result.rejected_by_code),
         )
     if next_since is not None:  # taken only by a run that may push (not dry, not blocked)
-        _store_watermark(conn, destination, audience, columns, next_since)
+        _store_watermark(conn, destination, audience, columns, definition.purpose, next_since)
     _finish_run(conn, result, status, started)
     return result
 
@@ -349,6 +349,7 @@ def _stream_members(
         "day": day,
         "decrypt": not blocked,  # a blocked run decrypts nothing
         "since": since,
+        "no_suppressions": "%" + _NO_SUPPRESSIONS,
     }
     changed, cached = _load_changed(conn, params)
     if cached:
@@ -504,20 +505,26 @@ SYNC_MEMBERS = "select person_token from sync_members"
 # codes and ciphertexts. A member whose digests (and cached decision's end date) match what
 # sync_state kept at its last push is unchanged and never leaves the database.
 #
-# The vault digest is recomputed only for members whose vault rows or person links changed
-# since the audience's watermark (%(since)s, a change epoch: connectors/warehouse/changes.py),
-# and for members sync_state does not vouch for; every other member keeps the digest it was
-# pushed with. Without a watermark (a first run, or other declared fields) every member is
-# digested. Consent is compared for every member on every run, since dbt rebuilds the events:
-# one digest per person that dbt computes with them (int_consent_digests), plus a digest of
-# the live suppressions the feedback loop wrote since.
+# Only members whose inputs may have changed since the audience's watermark (%(since)s, a
+# change epoch: connectors/warehouse/changes.py) are digested again; every other synced
+# member keeps the digests it was pushed with. They are: members with vault rows or person
+# links written since; members whose consent digest dbt changed since (int_consent_digests
+# stamps the digests it rewrites); members with live suppressions now or at their last push
+# (few, and compared every run: the feedback loop writes them at any time); members never
+# synced, and those sync_state does not vouch for or whose decision has run out. Without a
+# watermark (a first run, other declared fields or another purpose) every member is.
 _ROW_DIGEST = "count(*)::text || ':' || sum(hashtextextended({row}, 0))::text"
 _VAULT_DIGEST = _ROW_DIGEST.format(
     row="v.subject_token || ':' || v.column_name || ':' || v.key_version || ':'"
     " || coalesce(v.effective_at::text, '') || ':' || md5(v.ciphertext)"
 )
-_CHANGED_MEMBERS_SQL = (
-    "insert into sync_changed"
+_NO_SUPPRESSIONS = "/0:"  # how a consent digest without live suppressions ends
+# In two statements, the first keeping its candidates in a temp table that is analysed
+# before the second joins them: planned as one, the candidates (a few thousand after a small
+# change) were estimated at every member, so each audience hashed all 1.1M consent digests
+# at 1M patients (0.3-0.4 s each) instead of looking up the few it needed.
+_CANDIDATES_SQL = (
+    "insert into sync_candidates"
     # Members whose vault digest must be recomputed: all of them without a watermark; else
     # synced members sync_state does not vouch for, and members with vault rows or links
     # written since. Only the synced ones among them are digested here (to see whether they
@@ -534,33 +541,45 @@ _CHANGED_MEMBERS_SQL = (
     "  where v.change_epoch >= %(since)s and v.column_name = any(%(columns)s)"
     "  union select person_token from landing.person_changes"
     "  where change_epoch >= %(since)s),"
+    " consent_touched as (select person_token from intermediate.int_consent_digests"
+    "  where change_epoch >= %(since)s"
+    "  union select person_token from engagement.suppressions),"
     " sources as (select x.person_token, " + _VAULT_DIGEST + " as fingerprint"
     "  from touched t join sync_members m using (person_token)"
     "  join activation.sync_state s on s.destination = %(destination)s"
     "  and s.audience = %(audience)s and s.person_token = t.person_token"
     "  join landing.person_xref x on x.person_token = t.person_token"
     "  join vault.contact_fields v on v.subject_token = x.subject_token"
-    "  where v.column_name = any(%(columns)s) group by x.person_token),"
-    # dbt's digest of the modelled events, and the live suppressions received since.
-    " suppressed as (select person_token, "
-    + _ROW_DIGEST.format(row="row(event_type, effective_at, event_id)::text")
-    + " as digest from engagement.suppressions"
-    "  where person_token in (select person_token from sync_members)"
-    "  group by person_token),"
-    " inputs as (select m.person_token, s.person_token is not null as synced,"
+    "  where v.column_name = any(%(columns)s) group by x.person_token)"
+    " select m.person_token, s.person_token is not null as synced,"
     "  t.person_token is not null as touched,"
     "  s.source_fingerprint, s.consent_fingerprint, s.consent_valid_until,"
     "  case when t.person_token is null then s.source_fingerprint"
-    "  else f.fingerprint end as fingerprint,"
-    "  %(purpose)s || ':' || coalesce(d.events_digest, '0:') || '/'"
-    "  || coalesce(sp.digest, '0:') as current_consent"
+    "  else f.fingerprint end as fingerprint"
     "  from sync_members m left join activation.sync_state s"
     "  on s.destination = %(destination)s and s.audience = %(audience)s"
     "  and s.person_token = m.person_token"
     "  left join touched t on t.person_token = m.person_token"
     "  left join sources f on f.person_token = m.person_token"
-    "  left join intermediate.int_consent_digests d on d.person_token = m.person_token"
-    "  left join suppressed sp on sp.person_token = m.person_token)"
+    "  where s.person_token is null or t.person_token is not null"
+    "  or s.consent_valid_until is null or s.consent_valid_until < %(day)s"
+    "  or s.consent_fingerprint is null or s.consent_fingerprint not like %(no_suppressions)s"
+    "  or m.person_token in (select person_token from consent_touched)"
+)
+_CHANGED_MEMBERS_SQL = (
+    "insert into sync_changed"
+    # dbt's digest of the modelled events, and the live suppressions received since.
+    " with suppressed as (select person_token, "
+    + _ROW_DIGEST.format(row="row(event_type, effective_at, event_id)::text")
+    + " as digest from engagement.suppressions"
+    "  where person_token in (select person_token from sync_candidates)"
+    "  group by person_token),"
+    " inputs as (select c.*,"
+    "  %(purpose)s || ':' || coalesce(d.events_digest, '0:') || '/'"
+    "  || coalesce(sp.digest, '0:') as current_consent"
+    "  from sync_candidates c"
+    "  left join intermediate.int_consent_digests d on d.person_token = c.person_token"
+    "  left join suppressed sp on sp.person_token = c.person_token)"
     # A member excluded before (by the gate, or for no address or the DLP check) whose vault
     # rows and links are untouched since the watermark, whose consent digest is the same and
     # whose decision still holds today, is excluded again without being read.
@@ -637,15 +656,24 @@ def _member_inputs_sql(conn: psycopg.Connection, members: int) -> str:
 
 
 def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> tuple[int, Counter]:
-    """The members sync_state does not vouch for into the session's temp table sync_changed
-    (analysed, so the next query reads a few changed members by index and many by hash);
-    returns how many there are, and how many of them a past exclusion still holds for, by
-    reason."""
+    """The members sync_state does not vouch for into the session's temp table sync_changed,
+    by way of sync_candidates (the members whose inputs may have changed); both analysed, so
+    the next query reads a few members by index and many by hash. Returns how many changed,
+    and how many of them a past exclusion still holds for, by reason."""
     conn.execute(
         "create temp table if not exists sync_changed (person_token text primary key,"
         " fingerprint text, consent_fingerprint text, excluded_reason text)"
     )
-    conn.execute("truncate sync_changed")
+    conn.execute(
+        # No key: a first run puts every member here, and a key built row by row costs more
+        # than this table saves (see _load_members).
+        "create temp table if not exists sync_candidates (person_token text not null,"
+        " synced boolean, touched boolean, source_fingerprint text, consent_fingerprint text,"
+        " consent_valid_until date, fingerprint text)"
+    )
+    conn.execute("truncate sync_changed, sync_candidates")
+    conn.execute(_CANDIDATES_SQL, params)
+    conn.execute("analyze sync_candidates")
     changed = conn.execute(_CHANGED_MEMBERS_SQL, params).rowcount
     conn.execute("analyze sync_changed")
     return changed, Counter(
@@ -805,30 +833,36 @@ def _recover(conn: psycopg.Connection, pusher: BatchPusher | None) -> None:
 
 
 def _watermark(
-    conn: psycopg.Connection, destination: str, audience: str, columns: list[str]
+    conn: psycopg.Connection, destination: str, audience: str, columns: list[str], purpose: str
 ) -> int | None:
     """The change epoch from which this destination x audience must look for changed
     inputs; None (look at every member) after no successful run, or when the audience now
-    declares other fields than the run that set the watermark read."""
+    declares other fields or another purpose than the run that set the watermark read (a
+    watermark from before purposes were kept has none, and is not trusted either)."""
     row = conn.execute(
         "select since_epoch from activation.sync_watermarks where destination = %s"
-        " and audience = %s and columns = %s::text[]",
-        (destination, audience, columns),
+        " and audience = %s and columns = %s::text[] and purpose = %s",
+        (destination, audience, columns, purpose),
     ).fetchone()
     return row[0] if row else None
 
 
 def _store_watermark(
-    conn: psycopg.Connection, destination: str, audience: str, columns: list[str], since: int
+    conn: psycopg.Connection,
+    destination: str,
+    audience: str,
+    columns: list[str],
+    purpose: str,
+    since: int,
 ) -> None:
     """After a run that settled every member it was given (pushed, excluded, rejected or
     unchanged): the next run looks for changes from the epoch this one started."""
     conn.execute(
-        "insert into activation.sync_watermarks (destination, audience, columns, since_epoch)"
-        " values (%s, %s, %s, %s) on conflict (destination, audience) do update"
-        " set columns = excluded.columns, since_epoch = excluded.since_epoch,"
-        "  updated_at = now()",
-        (destination, audience, columns, since),
+        "insert into activation.sync_watermarks (destination, audience, columns, purpose,"
+        " since_epoch) values (%s, %s, %s, %s, %s) on conflict (destination, audience)"
+        " do update set columns = excluded.columns, purpose = excluded.purpose,"
+        "  since_epoch = excluded.since_epoch, updated_at = now()",
+        (destination, audience, columns, purpose, since),
     )
 
 

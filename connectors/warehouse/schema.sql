@@ -264,7 +264,8 @@ create table if not exists landing.person_changes (
 create index if not exists person_changes_epoch on landing.person_changes (change_epoch);
 
 -- Per destination x audience: the epoch from which the next run must look for changes, and
--- the columns it read (a segment declaring other fields starts again from every member).
+-- the columns and purpose it read (a segment declaring other fields or another purpose starts
+-- again from every member; so does a watermark kept before purposes were).
 create table if not exists activation.sync_watermarks (
     destination text not null,
     audience text not null,
@@ -273,6 +274,7 @@ create table if not exists activation.sync_watermarks (
     updated_at timestamptz not null default now(),
     primary key (destination, audience)
 );
+alter table activation.sync_watermarks add column if not exists purpose text;
 
 -- Per destination x audience: members a sync excluded (the gate refused them, or they had no
 -- address or failed the DLP check), with their consent digest and the last day the gate's

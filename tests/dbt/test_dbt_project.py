@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from connectors.warehouse.changes import CHANGE_LOCK, advance_clock
 from connectors.warehouse.database import Warehouse
 from connectors.warehouse.embedded import stop_embedded
 from domain.consent import PURPOSES, ConsentEvent, consent_state_on
@@ -833,6 +834,57 @@ def test_consent_digests_cover_every_person_and_follow_their_events(built: Built
         digest_of_events[frozenset(rows)].add(digests[person])
     assert all(len(found) == 1 for found in digest_of_events.values())
     assert len(set(digests.values())) == len(digest_of_events)
+
+
+def test_a_rebuild_rewrites_and_stamps_only_the_consent_digests_that_changed(
+    built: Built,
+) -> None:
+    """int_consent_digests is incremental: a rebuild writes only the digests that differ,
+    stamped with the change clock's epoch (the send step re-reads only those people), under
+    the lock class connectors.warehouse.changes uses."""
+    macros = (DBT_PROJECT / "macros" / "change_clock.sql").read_text()
+    assert f"\n    {CHANGE_LOCK}\n" in macros
+    person, consent = "person-fhir-marketing", "consent-fhir-marketing-0"
+
+    def digests() -> dict[str, tuple[str, int]]:
+        return {
+            p: (d, e)
+            for p, d, e in built.rows(
+                "select person_token, events_digest, change_epoch"
+                " from intermediate.int_consent_digests"
+            )
+        }
+
+    def rebuild_after(change: str | None) -> dict[str, tuple[str, int]]:
+        with built.warehouse.connect() as conn:
+            if change:
+                conn.execute(change, (consent,))
+            assert advance_clock(conn) is not None
+        with dbt_environment(built.warehouse):
+            result = run_dbt(
+                built.tmp,
+                "run",
+                "--select",
+                "int_consent_events int_consent_digests",
+                "--vars",
+                f"{{evaluation_date: '{EVALUATION_DATE}', analyst_role: no_such_role}}",
+            )
+        assert result.success, result.exception
+        return digests()
+
+    before = digests()
+    assert rebuild_after(None) == before  # nothing changed, nothing rewritten
+    extended = rebuild_after(
+        "update landing.consents set period_end = current_date + 400 where source_id_token = %s"
+    )
+    assert {p for p in extended if extended[p] != before[p]} == {person}
+    assert extended[person][1] > before[person][1]
+    restored = rebuild_after(
+        "update landing.consents set period_end = null where source_id_token = %s"
+    )
+    assert {p for p in restored if restored[p] != extended[p]} == {person}
+    assert restored[person] == (before[person][0], restored[person][1])
+    assert restored[person][1] > extended[person][1]
 
 
 def test_engagement_aggregates_exclude_machine_opens(built: Built) -> None:

@@ -3,9 +3,8 @@ with a small population (vault-encrypted contacts, consent events, an audience),
 SANDBOX engine over HTTPS on loopback.
 
 The dbt-built relations the sync reads (marts.segment_catalog, marts.audience_membership,
-intermediate.int_consent_events and its digests) are created here as plain tables (and a
-view) with the contracted columns, so these tests control exactly who is in an audience
-and who consented.
+intermediate.int_consent_events and its digests) are created here as plain tables with the
+contracted columns, so these tests control exactly who is in an audience and who consented.
 """
 
 from __future__ import annotations
@@ -44,11 +43,36 @@ create table if not exists intermediate.int_consent_events (
 );
 create index if not exists int_consent_events_person
     on intermediate.int_consent_events (person_token);
--- dbt's digest table, as a view: always current with the events the tests write.
-create or replace view intermediate.int_consent_digests as
-select person_token, count(*)::text || ':' || sum(hashtextextended(
-    row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0))::text as events_digest
-from intermediate.int_consent_events group by person_token;
+-- dbt's digest table, kept current with the events the tests write as the incremental model
+-- keeps it (dbt_project/models/intermediate/consent/int_consent_digests.sql): after each
+-- statement on the events, changed digests are rewritten and stamped with the change clock's
+-- epoch under its shared lock.
+create table if not exists intermediate.int_consent_digests (
+    person_token text primary key, events_digest text not null, change_epoch bigint
+);
+create index if not exists int_consent_digests_epoch
+    on intermediate.int_consent_digests (change_epoch);
+create or replace function intermediate.refresh_consent_digests() returns trigger
+language plpgsql as $$
+begin
+    perform pg_advisory_xact_lock_shared(7262007, 0);
+    insert into intermediate.int_consent_digests (person_token, events_digest, change_epoch)
+    select coalesce(fresh.person_token, kept.person_token),
+        coalesce(fresh.events_digest, '0:'), (select epoch from activation.change_clock)
+    from (select person_token, count(*)::text || ':' || sum(hashtextextended(
+            row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0))::text
+            as events_digest
+        from intermediate.int_consent_events group by person_token) fresh
+    full join intermediate.int_consent_digests kept on kept.person_token = fresh.person_token
+    where kept.events_digest is distinct from coalesce(fresh.events_digest, '0:')
+    on conflict (person_token) do update
+    set events_digest = excluded.events_digest, change_epoch = excluded.change_epoch;
+    return null;
+end;
+$$;
+create or replace trigger consent_events_digested
+after insert or update or delete or truncate on intermediate.int_consent_events
+for each statement execute function intermediate.refresh_consent_digests();
 """
 
 
@@ -83,6 +107,7 @@ def conn(sync_db: Warehouse) -> Iterator[psycopg.Connection]:
             " activation.recipient_domains,"
             " engagement.suppressions, engagement.events, marts.segment_catalog,"
             " marts.audience_membership, intermediate.int_consent_events,"
+            " intermediate.int_consent_digests,"
             " vault.contact_fields, landing.person_xref, landing.person_changes"
         )
         conn.commit()

@@ -1,6 +1,7 @@
 """An incremental sync reads only what its writers stamped as changed since its last run
 (connectors/warehouse/changes.py), and still misses nothing: a write in flight while it
-runs, a person who gained a source subject, a rejected update, a newly declared field."""
+runs, a person who gained a source subject, a rejected update, a newly declared field, a
+consent digest dbt rewrote, another purpose."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import psycopg
 from connectors.warehouse.changes import writer_epoch
 from services.approvals import approve
 from services.identity import _replace_changed_links
+from tests.services.conftest import client
 from tests.services.population import add_people, define_audience, person, revoke, set_contact
 from tests.services.test_sync import TODAY, ledger, run
 
@@ -195,3 +197,36 @@ def test_a_member_without_an_address_is_not_decrypted_again_until_its_vault_rows
     conn.commit()
     third = run(conn, engine, cipher)
     assert third.added == 1 and not third.excluded_by_reason
+
+
+def test_consent_is_compared_only_for_members_whose_digest_was_stamped_since(conn, cipher, sandbox):
+    add_people(conn, cipher, range(8))
+    define_audience(conn, "flu", "treatment", range(8))
+    engine = sandbox()
+    assert run(conn, engine, cipher).added == 8
+    # A digest rewritten under an epoch the last run had already seen: proof the run trusts
+    # the stamps (a writer that stamps honestly never does this).
+    conn.execute(
+        "update intermediate.int_consent_digests set events_digest = 'rewritten',"
+        " change_epoch = change_epoch - 1 where person_token = %s",
+        (person(2),),
+    )
+    conn.commit()
+    assert run(conn, engine, cipher).unchanged == 8
+    revoke(conn, 5, "treatment", TODAY)  # stamped as dbt stamps it
+    result = run(conn, engine, cipher)
+    assert (result.removed, result.unchanged) == (1, 7)
+    assert result.excluded_by_reason == {"revoked": 1}
+
+
+def test_a_purpose_change_compares_every_member_again(conn, cipher, sandbox):
+    add_people(conn, cipher, range(3), purposes=("treatment",))
+    add_people(conn, cipher, range(3, 6))  # these also permit marketing
+    define_audience(conn, "flu", "treatment", range(6))
+    engine = sandbox()
+    assert run(conn, engine, cipher).added == 6
+    define_audience(conn, "flu", "marketing", range(6))  # nobody's consent events changed
+    approve(conn, "flu", "reviewer", "now a campaign", destination="sandbox")
+    result = run(conn, engine, cipher)
+    assert result.removed == 3 and result.excluded_by_reason == {"no_authorization": 3}
+    assert set(client(engine).list_member_ids("flu")) == {person(i) for i in range(3, 6)}

@@ -1,11 +1,20 @@
 {#-
-    One digest per person of their consent events, so the send step can tell whose consent
-    changed since their last push by comparing one value per member, instead of re-reading
-    and hashing every member's events on every run (services/sync.py).
+    One digest per person of their consent events, with the change epoch of the build that
+    last changed it, so the send step re-reads only people whose consent changed since an
+    audience's last sync (services/sync.py), instead of comparing every member's digest on
+    every run.
 
     A count and a sum of 64-bit row hashes: order-independent, so PostgreSQL aggregates by
     hashing, with no sort per person. It only detects change; its inputs are tokens, codes
     and dates, never PHI.
+
+    Incremental: every build digests all events again (cheap: one hash aggregate) and writes
+    only the people whose digest differs from the kept one, stamped with the change clock's
+    epoch under its shared lock (macros/change_clock.sql). A person whose events are all
+    gone keeps a row with the empty digest '0:', stamped, so that change is seen too.
+    Rows kept from before this column existed have no epoch: unchanged since the build that
+    added it, which every audience's next sync follows by comparing all its members (its
+    watermark is set again then).
 
     Built after audience_exclusions (the depends_on below), though it reads only the
     events: dbt hands models to its threads in the order they become ready, and models that
@@ -15,13 +24,42 @@
     audience_membership, the end of that chain. Now it runs beside the audiences' tests. The
     send step, its only reader, follows the audiences anyway.
 -#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='person_token',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ hold_change_clock() }}",
+    )
+}}
 -- depends_on: {{ ref('audience_exclusions') }}
+with
+
+fresh as (
+    select
+        person_token,
+        count(*)::text || ':' || sum(
+            hashtextextended(
+                row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0
+            )
+        )::text as events_digest
+    from {{ ref('int_consent_events') }}
+    group by person_token
+)
+
+{% if is_incremental() %}
+select
+    coalesce(fresh.person_token, kept.person_token) as person_token,
+    coalesce(fresh.events_digest, '0:') as events_digest,
+    {{ change_epoch() }}::bigint as change_epoch
+from fresh
+full join {{ this }} as kept on kept.person_token = fresh.person_token
+where kept.events_digest is distinct from coalesce(fresh.events_digest, '0:')
+{% else %}
 select
     person_token,
-    count(*)::text || ':' || sum(
-        hashtextextended(
-            row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0
-        )
-    )::text as events_digest
-from {{ ref('int_consent_events') }}
-group by person_token
+    events_digest,
+    {{ change_epoch() }}::bigint as change_epoch
+from fresh
+{% endif %}
