@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.retries import IO_RETRY
 from pipelines.resources import EmailEngineResource, PrivacyResource, WarehouseResource
-from services.sync import sync_audience
+from services.sync import sync_audiences
 
 
 class SyncConfig(dg.Config):
@@ -45,22 +45,21 @@ def audience_syncs(
                 "select audience from marts.segment_catalog order by audience"
             )
         ]
-        for audience in audiences:
-            result = sync_audience(
-                conn,
-                engine,
-                privacy.vault_cipher(),
-                destination=email_engine.destination,
-                audience=audience,
-                day=day,
-                mode=config.mode,
-                dry_run=config.dry_run,
-            )
+        for result in sync_audiences(
+            conn,
+            engine,
+            privacy.vault_cipher(),
+            audiences,
+            destination=email_engine.destination,
+            day=day,
+            mode=config.mode,
+            dry_run=config.dry_run,
+        ):
             summary = result.as_dict()
-            per_audience[audience] = {k: summary[k] for k in totals}
+            per_audience[result.audience] = {k: summary[k] for k in totals}
             for key in totals:
                 totals[key] += summary[key]
-            context.log.info(f"synced {audience}: {per_audience[audience]}")
+            context.log.info(f"synced {result.audience}: {per_audience[result.audience]}")
     return dg.MaterializeResult(
         metadata={
             **totals,

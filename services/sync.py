@@ -32,10 +32,11 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -59,6 +60,7 @@ from services.send_gate import (
 )
 from services.sync_push import BatchPusher
 from services.sync_sql_diff import SqlDiffer, diff_in_sql
+from services.sync_window import ChangeWindow, find_touched, open_window
 from services.vault_reader import CipherRow, decrypt_contacts
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "gate",
     "last_dry_run",
     "sync_audience",
+    "sync_audiences",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,8 +186,11 @@ def sync_audience(
     max_reject_share: float = MAX_REJECT_SHARE,
     manifest_path: Path | None = None,
     on_progress: Progress | None = None,
+    window: ChangeWindow | None = None,
 ) -> SyncResult:
-    """Diff the audience against what `destination` holds and push the difference."""
+    """Diff the audience against what `destination` holds and push the difference. With a
+    `window` (services/sync_window.py, opened on `conn`), the run shares that window's clock
+    advance and change lookups with the other syncs of its pass."""
     if mode not in SYNC_MODES:
         raise ValueError(f"unknown sync mode {mode!r}; expected one of {SYNC_MODES}")
     if not 1 <= batch_size <= MAX_BATCH:
@@ -228,7 +234,7 @@ def sync_audience(
         since = _watermark(conn, destination, audience, columns, definition.purpose)
         if pusher is not None and not result.blocked_reason:
             # Changes stamped from here on are the next run's (connectors/warehouse/changes.py).
-            next_since = advance_clock(conn)
+            next_since = window.epoch if window is not None else advance_clock(conn)
         # The member query sorts and aggregates per person; give it memory instead of disk.
         conn.execute("set work_mem = '256MB'")
         differ = SqlDiffer(conn, destination, audience, mode, SYNC_MEMBERS)
@@ -242,6 +248,7 @@ def sync_audience(
             chunk_size,
             on_progress,
             since=since,
+            window=window,
             push=pusher,
             blocked=bool(result.blocked_reason) and not dry_run,
             batch_size=batch_size,
@@ -285,6 +292,21 @@ def sync_audience(
     return result
 
 
+def sync_audiences(
+    conn: psycopg.Connection,
+    engine: EmailEngine,
+    cipher: VaultCipher,
+    audiences: Iterable[str],
+    **options: Any,
+) -> Iterator[SyncResult]:
+    """sync_audience for each audience in turn (same options), in one change window: one
+    clock advance, and the members changed since a watermark found once for all of them
+    (services/sync_window.py). Yields each result as its run finishes."""
+    window = open_window(conn)
+    for audience in audiences:
+        yield sync_audience(conn, engine, cipher, audience=audience, window=window, **options)
+
+
 # --- streaming the audience ----------------------------------------------------------------
 
 
@@ -315,6 +337,7 @@ def _stream_members(
     on_progress: Progress | None,
     *,
     since: int | None,
+    window: ChangeWindow | None,
     push: BatchPusher | None,
     blocked: bool,
     batch_size: int,
@@ -351,6 +374,7 @@ def _stream_members(
         "since": since,
         "no_suppressions": "%" + _NO_SUPPRESSIONS,
     }
+    find_touched(conn, window, since, params["columns"])
     changed, cached = _load_changed(conn, params)
     if cached:
         result.excluded_by_reason.update(cached)
@@ -527,20 +551,17 @@ _CANDIDATES_SQL = (
     "insert into sync_candidates"
     # Members whose vault digest must be recomputed: all of them without a watermark; else
     # synced members sync_state does not vouch for, and members with vault rows or links
-    # written since. Only the synced ones among them are digested here (to see whether they
-    # changed): members never synced are candidates anyway, and the member query takes
-    # their digest with their ciphertexts, not twice (a first run would digest every
-    # member's vault rows twice).
+    # written since (found by services/sync_window.py). Only the synced ones among them are
+    # digested here (to see whether they changed): members never synced are candidates
+    # anyway, and the member query takes their digest with their ciphertexts, not twice (a
+    # first run would digest every member's vault rows twice).
     " with touched as (select person_token from sync_members"
     "  where %(since)s::bigint is null"
     "  union select person_token from activation.sync_state"
     "  where destination = %(destination)s and audience = %(audience)s"
     "  and source_fingerprint is null"
-    "  union select x.person_token from vault.contact_fields v"
-    "  join landing.person_xref x on x.subject_token = v.subject_token"
-    "  where v.change_epoch >= %(since)s and v.column_name = any(%(columns)s)"
-    "  union select person_token from landing.person_changes"
-    "  where change_epoch >= %(since)s),"
+    "  union select person_token from sync_touched"
+    "  where since = %(since)s and columns = %(columns)s::text[]),"
     " consent_touched as (select person_token from intermediate.int_consent_digests"
     "  where change_epoch >= %(since)s"
     "  union select person_token from engagement.suppressions),"

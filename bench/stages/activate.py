@@ -49,9 +49,9 @@ def approve_all(conn, manifest: Path) -> int:
 def sync_all(
     warehouse, keyring: str, endpoint: dict, destination: str, manifest: str
 ) -> StageResult:
-    """services.sync.sync_audience for every audience (mirror mode, default batch size and
+    """services.sync.sync_audiences over every audience (mirror mode, default batch size and
     concurrency, as the activation asset runs it); marketing audiences approved first."""
-    from services.sync import sync_audience
+    from services.sync import sync_audiences
 
     cipher = protector_from(keyring).cipher
     engine = _engine(endpoint)
@@ -61,17 +61,12 @@ def sync_all(
         members = _members(conn)
         audiences = _audiences(conn)
         started = perf_counter()
-        for audience in audiences:
-            result = sync_audience(
-                conn,
-                engine,
-                cipher,
-                destination=destination,
-                audience=audience,
-                manifest_path=Path(manifest),
-            ).as_dict()
+        for result in sync_audiences(
+            conn, engine, cipher, audiences, destination=destination, manifest_path=Path(manifest)
+        ):
+            summary = result.as_dict()
             for key in totals:
-                totals[key] += result[key]
+                totals[key] += summary[key]
         seconds = perf_counter() - started
     return {"seconds": seconds, "records": members, **totals}
 

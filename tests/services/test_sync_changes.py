@@ -12,6 +12,7 @@ import psycopg
 from connectors.warehouse.changes import writer_epoch
 from services.approvals import approve
 from services.identity import _replace_changed_links
+from services.sync import sync_audiences
 from tests.services.conftest import client
 from tests.services.population import add_people, define_audience, person, revoke, set_contact
 from tests.services.test_sync import TODAY, ledger, run
@@ -230,3 +231,37 @@ def test_a_purpose_change_compares_every_member_again(conn, cipher, sandbox):
     result = run(conn, engine, cipher)
     assert result.removed == 3 and result.excluded_by_reason == {"no_authorization": 3}
     assert set(client(engine).list_member_ids("flu")) == {person(i) for i in range(3, 6)}
+
+
+def test_audiences_synced_in_one_window_share_its_lookups_and_miss_no_write(
+    conn, sync_db, cipher, sandbox
+):
+    add_people(conn, cipher, range(10))
+    define_audience(conn, "flu", "treatment", range(10))
+    define_audience(conn, "checkup", "treatment", range(10))
+    engine = sandbox()
+
+    def one_pass():
+        return sync_audiences(
+            conn, client(engine), cipher, ["flu", "checkup"], destination="sandbox", day=TODAY
+        )
+
+    assert [r.added for r in one_pass()] == [10, 10]
+    set_contact(conn, cipher, 3, "given_name", "Changed")
+    conn.commit()
+    runs = one_pass()
+    first = next(runs)  # finds person 3 for both audiences of the window
+    with sync_db.connect() as writer:  # committed after the window looked
+        set_contact(writer, cipher, 5, "given_name", "Between")
+        writer.commit()
+    second = next(runs)
+    assert [first.updated, second.updated] == [1, 1]
+    assert [r.updated for r in one_pass()] == [1, 1]  # person 5, for both
+    assert [(r.updated, r.unchanged) for r in one_pass()] == [(0, 10), (0, 10)]
+    updates = ledger(conn, "operation = 'update'")
+    assert sorted((p, op) for p, op, *_ in updates) == [
+        (person(3), "update"),
+        (person(3), "update"),
+        (person(5), "update"),
+        (person(5), "update"),
+    ]
