@@ -35,9 +35,13 @@ class SqlDiffer:
         audience: str,
         mode: str,
         members_sql: str = AUDIENCE_MEMBERS,
+        leavers_sql: str | None = None,
     ) -> None:
         self.destination, self.audience, self.mode = destination, audience, mode
         self.members_sql = members_sql
+        # The synced people who are not members, when the caller found them already (a
+        # query naming them, read when the removes are due); else they are looked up.
+        self.leavers_sql = leavers_sql
         self.excluded_any = False
         # The temp table lives for the session and survives the ledger commits between
         # batches. DELETE, not TRUNCATE: it is normally empty here (close() empties it), and
@@ -89,6 +93,19 @@ class SqlDiffer:
 
     def leavers(self, conn: psycopg.Connection) -> list[str]:
         """People in sync_state for this destination x audience who are not wanted."""
+        if self.leavers_sql is not None:
+            return [
+                person
+                for (person,) in conn.execute(
+                    f"select person_token from ({self.leavers_sql}) g"
+                    " union select s.person_token from activation.sync_state s"
+                    " where s.destination = %(destination)s and s.audience = %(audience)s"
+                    # probed through the key (see unvouch_excluded)
+                    "  and s.person_token = any(array(select person_token from sync_excluded))"
+                    " order by 1",
+                    {"destination": self.destination, "audience": self.audience},
+                )
+            ]
         return [
             person
             for (person,) in conn.execute(

@@ -357,3 +357,34 @@ def test_an_unchanged_member_is_skipped_but_never_past_an_authorization_expiry(
     later = run(conn, engine, cipher, audience="reengage", day=dt.date(2026, 3, 6))
     assert (later.unchanged, later.removed, later.excluded_by_reason) == (5, 1, {"expired": 1})
     assert person(2) not in client(engine).list_member_ids("reengage")
+
+
+def test_a_member_listed_twice_is_synced_once(conn, cipher, sandbox):
+    add_people(conn, cipher, range(4))
+    define_audience(conn, "flu", "treatment", range(4))
+    # A dbt build whose uniqueness test failed and went on (the stand-in has a key: drop it).
+    conn.execute("alter table marts.audience_membership drop constraint audience_membership_pkey")
+    try:
+        conn.execute(
+            "insert into marts.audience_membership (audience, person_token, purpose)"
+            " values ('flu', %s, 'treatment')",
+            (person(2),),
+        )
+        conn.commit()
+        engine = sandbox()
+        result = run(conn, engine, cipher)
+        assert (result.added, result.updated) == (4, 0)
+        assert sorted(client(engine).list_member_ids("flu")) == [person(i) for i in range(4)]
+        assert sorted(p for p, *_ in ledger(conn, "operation = 'add'")) == [
+            person(i) for i in range(4)
+        ]
+    finally:
+        conn.rollback()
+        conn.execute(
+            "delete from marts.audience_membership where ctid not in (select min(ctid)"
+            " from marts.audience_membership group by audience, person_token)"
+        )
+        conn.execute(
+            "alter table marts.audience_membership add primary key (audience, person_token)"
+        )
+        conn.commit()
