@@ -43,6 +43,7 @@ class SqlDiffer:
         # query naming them, read when the removes are due); else they are looked up.
         self.leavers_sql = leavers_sql
         self.excluded_any = False
+        self.excluded_synced = False  # whether sync_excluded may name people sync_state holds
         # The temp table lives for the session and survives the ledger commits between
         # batches. DELETE, not TRUNCATE: it is normally empty here (close() empties it), and
         # a TRUNCATE costs new files and catalog updates on every call.
@@ -81,31 +82,30 @@ class SqlDiffer:
     def exclude(self, conn: psycopg.Connection, people: list[str]) -> None:
         """Members of the audience who are not wanted this run (consent, address, DLP)."""
         if people:
-            self.excluded_any = True
+            self.excluded_any = self.excluded_synced = True
             with conn.cursor() as cur, cur.copy("copy sync_excluded from stdin") as copy:
                 for person in people:
                     copy.write_row((person,))
 
-    def exclude_sql(self, conn: psycopg.Connection, people_sql: str) -> None:
-        """Members not wanted this run, named by a query (a constant of the caller's)."""
+    def exclude_unsynced_sql(self, conn: psycopg.Connection, people_sql: str) -> None:
+        """Members not wanted this run whom sync_state does not hold, named by a query (a
+        constant of the caller's): the removes and unvouch_excluded need not look them up."""
         if conn.execute(f"insert into sync_excluded {people_sql}").rowcount:
             self.excluded_any = True
 
     def leavers(self, conn: psycopg.Connection) -> list[str]:
         """People in sync_state for this destination x audience who are not wanted."""
         if self.leavers_sql is not None:
-            return [
-                person
-                for (person,) in conn.execute(
-                    f"select person_token from ({self.leavers_sql}) g"
+            sql = f"select person_token from ({self.leavers_sql}) g"
+            if self.excluded_synced:
+                sql += (
                     " union select s.person_token from activation.sync_state s"
                     " where s.destination = %(destination)s and s.audience = %(audience)s"
                     # probed through the key (see unvouch_excluded)
                     "  and s.person_token = any(array(select person_token from sync_excluded))"
-                    " order by 1",
-                    {"destination": self.destination, "audience": self.audience},
                 )
-            ]
+            params = {"destination": self.destination, "audience": self.audience}
+            return [person for (person,) in conn.execute(sql + " order by 1", params)]
         return [
             person
             for (person,) in conn.execute(
@@ -156,7 +156,7 @@ class SqlDiffer:
         """Synced members excluded this run but kept at the engine (upsert and append modes,
         or a removal the engine rejected) lose their input digest, so every run re-gates them
         as before, not only the run in which their inputs changed."""
-        if self.excluded_any:
+        if self.excluded_synced:
             # The people go as one array probed through sync_state's primary key, not as a
             # join with the temp table: the planner knows nothing of a destination that is
             # new since sync_state was last analysed, and once took it for one row and
