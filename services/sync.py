@@ -237,7 +237,7 @@ def sync_audience(
             next_since = window.epoch if window is not None else advance_clock(conn)
         # The member query sorts and aggregates per person; give it memory instead of disk.
         conn.execute("set work_mem = '256MB'")
-        differ = SqlDiffer(conn, destination, audience, mode, SYNC_MEMBERS, SYNC_LEAVERS)
+        differ = SqlDiffer(conn, destination, audience, mode, leavers_sql=SYNC_LEAVERS)
         _stream_members(
             conn,
             cipher,
@@ -356,7 +356,6 @@ def _stream_members(
     about to be pushed - goes through domain/consent.py on the send day.
     """
     columns = [CONTACT_COLUMN, *definition.personalization_fields]
-    total = _load_members(conn, definition.audience)
     pending: dict[str, list[str]] = {"add": [], "update": []}
     payloads: dict[str, dict[str, object]] = {}
     hashes: dict[str, str] = {}
@@ -375,7 +374,7 @@ def _stream_members(
         "no_suppressions": "%" + _NO_SUPPRESSIONS,
     }
     find_touched(conn, window, since, params["columns"])
-    changed, cached = _load_changed(conn, params)
+    total, changed, cached = _load_changed(conn, params)
     if cached:
         result.excluded_by_reason.update(cached)
         differ.exclude_unsynced_sql(
@@ -383,7 +382,7 @@ def _stream_members(
         )
         done += sum(cached.values())
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
-    with conn.cursor("sync_members", withhold=True) as cursor:
+    with conn.cursor("sync_member_inputs", withhold=True) as cursor:
         cursor.execute(_member_inputs_sql(conn, changed - sum(cached.values())), params)
         while rows := cursor.fetchmany(chunk_size):
             allowed: dict[str, str | None] = {}
@@ -505,34 +504,27 @@ def _ensure_statistics(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-def _load_members(conn: psycopg.Connection, audience: str) -> int:
-    """The audience's distinct members into the session's temp table sync_members
-    (analysed, so the planner sizes its joins to this audience: index lookups for a small
-    one, hash joins for a large one); returns how many there are."""
-    conn.execute("drop table if exists pg_temp.sync_members")
-    conn.execute("create temp table sync_members (person_token text not null)")
-    members = "select {} person_token from marts.audience_membership where audience = %s"
-    # Copied as they are: dbt tests that a person is in an audience once, and the key below
-    # proves it again (dropping duplicates as they are copied cost 0.3 s of 0.6 s for a
-    # 600,000-member audience). The key is built once over the loaded rows: inserting
-    # 580,000 unsorted tokens into it one by one took 3.4 s at 1M patients, loading first
-    # and building it 1.0 s.
-    total = conn.execute("insert into sync_members " + members.format(""), (audience,)).rowcount
-    try:
-        with conn.transaction():
-            conn.execute("alter table sync_members add primary key (person_token)")
-    except psycopg.errors.UniqueViolation:
-        # A build whose uniqueness test failed, and went on: take each member once.
-        log.warning("audience %s lists some members twice; each is synced once", audience)
-        conn.execute("truncate sync_members")
-        sql = "insert into sync_members " + members.format("distinct")
-        total = conn.execute(sql, (audience,)).rowcount
-        conn.execute("alter table sync_members add primary key (person_token)")
-    conn.execute("analyze sync_members")
-    return total
+# The audience's members, read where dbt wrote them, within the one statement that picks the
+# candidates (so from one snapshot, even while dbt rebuilds the table). dbt's unique index
+# on (audience, person_token) makes each member appear once; on a table built without it
+# (an older project), duplicates are dropped as they are read. Copying the members into a
+# temp table first, with a key, cost 1.0 s of a 1%-changed sync of ten audiences at 1M.
+_MEMBERS = "select person_token from marts.audience_membership where audience = %(audience)s"
+_MEMBERSHIP_IS_UNIQUE = (
+    "select exists (select 1 from pg_index i"
+    " where i.indrelid = to_regclass('marts.audience_membership') and i.indisunique"
+    " and i.indnkeyatts = 2 and (select array_agg(a.attname) from pg_attribute a"
+    "  where a.attrelid = i.indrelid and a.attnum = any(i.indkey::int2[]))"
+    "  @> array['audience', 'person_token']::name[])"
+)
 
 
-SYNC_MEMBERS = "select person_token from sync_members"
+def _members_sql(conn: psycopg.Connection) -> str:
+    """The audience's members, each once (a query taking %(audience)s)."""
+    (unique,) = conn.execute(_MEMBERSHIP_IS_UNIQUE).fetchone()
+    return _MEMBERS if unique else _MEMBERS.replace("select", "select distinct", 1)
+
+
 SYNC_LEAVERS = "select person_token from sync_candidates where not member"
 
 # What a member's payload and gate decision depend on, as two digests per member: its consent
@@ -562,7 +554,9 @@ _NO_SUPPRESSIONS = "/0:"  # how a consent digest without live suppressions ends
 # change) were estimated at every member, so each audience hashed all 1.1M consent digests
 # at 1M patients (0.3-0.4 s each) instead of looking up the few it needed.
 _CANDIDATES_SQL = (
-    "insert into sync_candidates"
+    # The members (a query from _members_sql), and how many there are, from the same read.
+    " with members as materialized ({members}),"
+    " counted as (insert into sync_member_count select count(*) from members),"
     # Members whose vault digest must be recomputed: all of them without a watermark; else
     # synced members sync_state does not vouch for, and members with vault rows or links
     # written since (found by services/sync_window.py). Without a watermark the synced ones
@@ -572,7 +566,7 @@ _CANDIDATES_SQL = (
     # the member query takes it with the ciphertexts it reads anyway (at 1M patients,
     # digesting them here first cost 0.3 s of a 1%-changed sync). Members never synced are
     # candidates anyway, and digested by the member query too, not twice.
-    " with touched as (select person_token from sync_members"
+    " touched as (select person_token from members"
     "  where %(since)s::bigint is null"
     "  union select person_token from activation.sync_state"
     "  where destination = %(destination)s and audience = %(audience)s"
@@ -582,8 +576,6 @@ _CANDIDATES_SQL = (
     " consent_touched as (select person_token from intermediate.int_consent_digests"
     "  where change_epoch >= %(since)s"
     "  union select person_token from engagement.suppressions),"
-    # (sync_state, not the members, bounds who is digested: the few leavers among them are
-    # cheaper to digest than hashing every member to find them.)
     " sources as (select x.person_token, " + _VAULT_DIGEST + " as fingerprint"
     "  from touched t join activation.sync_state s on %(since)s::bigint is null"
     "  and s.destination = %(destination)s"
@@ -601,7 +593,7 @@ _CANDIDATES_SQL = (
     " picked as (select coalesce(m.person_token, s.person_token) as person_token,"
     "  m.person_token is not null as member, s.person_token is not null as synced,"
     "  s.source_fingerprint, s.consent_fingerprint, s.consent_valid_until"
-    "  from sync_members m full join (select person_token, source_fingerprint,"
+    "  from members m full join (select person_token, source_fingerprint,"
     "  consent_fingerprint, consent_valid_until from activation.sync_state"
     "  where destination = %(destination)s and audience = %(audience)s) s"
     "  on s.person_token = m.person_token"
@@ -611,9 +603,11 @@ _CANDIDATES_SQL = (
     "  union select m.person_token, true, true, s.source_fingerprint, s.consent_fingerprint,"
     "  s.consent_valid_until from (select person_token from touched"
     "  union select person_token from consent_touched) r"
-    "  join sync_members m on m.person_token = r.person_token"
+    "  join marts.audience_membership m on m.audience = %(audience)s"
+    "  and m.person_token = r.person_token"
     "  join activation.sync_state s on s.destination = %(destination)s"
     "  and s.audience = %(audience)s and s.person_token = r.person_token)"
+    " insert into sync_candidates"
     " select p.person_token, p.member, p.synced, t.person_token is not null,"
     "  p.source_fingerprint, p.consent_fingerprint, p.consent_valid_until,"
     "  case when t.person_token is null then p.source_fingerprint"
@@ -710,34 +704,45 @@ def _member_inputs_sql(conn: psycopg.Connection, members: int) -> str:
     return _MEMBER_INPUTS_SQL.format(vault=_VAULT_SCANNED if scan else _VAULT_PROBED)
 
 
-def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> tuple[int, Counter]:
+def _load_changed(conn: psycopg.Connection, params: dict[str, object]) -> tuple[int, int, Counter]:
     """The members sync_state does not vouch for into the session's temp table sync_changed,
-    by way of sync_candidates (the members whose inputs may have changed); both analysed, so
-    the next query reads a few members by index and many by hash. Returns how many changed,
-    and how many of them a past exclusion still holds for, by reason."""
+    by way of sync_candidates (the members whose inputs may have changed, and the leavers);
+    both analysed, so the next query reads a few members by index and many by hash. Returns
+    how many members the audience has, how many changed, and how many of those a past
+    exclusion still holds for, by reason."""
     conn.execute(
         "create temp table if not exists sync_changed (person_token text primary key,"
         " fingerprint text, consent_fingerprint text, excluded_reason text)"
     )
+    conn.execute("create temp table if not exists sync_member_count (members bigint)")
+    conn.execute("truncate sync_changed, sync_member_count")
+    conn.execute("drop table if exists pg_temp.sync_candidates")
     conn.execute(
-        # No key: a first run puts every member here, and a key built row by row costs more
-        # than this table saves (see _load_members).
-        "create temp table if not exists sync_candidates (person_token text not null,"
+        "create temp table sync_candidates (person_token text not null,"
         " member boolean, synced boolean, touched boolean, source_fingerprint text,"
         " consent_fingerprint text, consent_valid_until date, fingerprint text)"
     )
-    conn.execute("truncate sync_changed, sync_candidates")
-    conn.execute(_CANDIDATES_SQL, params)
+    conn.execute(_CANDIDATES_SQL.format(members=_members_sql(conn)), params)
+    (members,) = conn.execute("select members from sync_member_count").fetchone()
+    # Indexed once loaded (a key built row by row as 580,000 rows arrive costs 3.4 s, built
+    # over them 1.0 s), for the statements that look people up in it: told that a
+    # destination new to sync_exclusions has no rows there, the planner once scanned every
+    # candidate of a first sync for each of its exclusions (minutes).
+    conn.execute("create index on sync_candidates (person_token)")
     conn.execute("analyze sync_candidates")
     changed = conn.execute(_CHANGED_MEMBERS_SQL, params).rowcount
     conn.execute("analyze sync_changed")
-    return changed, Counter(
-        dict(
-            conn.execute(
-                "select excluded_reason, count(*) from sync_changed"
-                " where excluded_reason is not null group by 1"
-            ).fetchall()
-        )
+    return (
+        members,
+        changed,
+        Counter(
+            dict(
+                conn.execute(
+                    "select excluded_reason, count(*) from sync_changed"
+                    " where excluded_reason is not null group by 1"
+                ).fetchall()
+            )
+        ),
     )
 
 

@@ -24,6 +24,7 @@ from connectors.warehouse.changes import CHANGE_LOCK, advance_clock
 from connectors.warehouse.database import Warehouse
 from connectors.warehouse.embedded import stop_embedded
 from domain.consent import PURPOSES, ConsentEvent, consent_state_on
+from services.sync import _MEMBERSHIP_IS_UNIQUE as MEMBERSHIP_IS_UNIQUE
 
 DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
 EVALUATION_DATE = date(2025, 10, 15)  # flu season 2025/26 started 2025-08-01
@@ -834,6 +835,12 @@ def test_consent_digests_cover_every_person_and_follow_their_events(built: Built
         digest_of_events[frozenset(rows)].add(digests[person])
     assert all(len(found) == 1 for found in digest_of_events.values())
     assert len(set(digests.values())) == len(digest_of_events)
+
+
+def test_membership_is_unique_as_the_send_step_expects(built: Built) -> None:
+    """The send step reads members as dbt wrote them when a unique index makes each member
+    appear once per audience (services/sync.py); without it, it drops duplicates itself."""
+    assert built.rows(MEMBERSHIP_IS_UNIQUE) == [(True,)]
 
 
 def test_a_rebuild_rewrites_and_stamps_only_the_consent_digests_that_changed(

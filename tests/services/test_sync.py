@@ -388,3 +388,57 @@ def test_a_member_listed_twice_is_synced_once(conn, cipher, sandbox):
             "alter table marts.audience_membership add primary key (audience, person_token)"
         )
         conn.commit()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    wanted=st.sets(st.sampled_from([f"p{i}" for i in range(12)]), max_size=12),
+    synced=st.sets(st.sampled_from([f"p{i}" for i in range(12)]), max_size=12),
+    since=st.sampled_from([None, 1, 10**6]),
+)
+def test_the_candidates_pass_picks_every_leaver_and_every_member_never_synced(
+    conn, wanted, synced, since
+):
+    """Step 4's one pass over members and sync_state (services/sync.py) counts the members
+    and yields exactly the leavers the removes need, and every member sync_state does not
+    hold, watermark or not."""
+    conn.execute("delete from activation.sync_state where audience = 'prop'")
+    conn.execute("delete from marts.audience_membership where audience = 'prop'")
+    for p in wanted:
+        conn.execute(
+            "insert into marts.audience_membership (audience, person_token, purpose)"
+            " values ('prop', %s, 'treatment')",
+            (p,),
+        )
+    for p in synced:  # vouched for, consent unchanged and valid for long
+        conn.execute(
+            "insert into activation.sync_state (destination, audience, person_token,"
+            " payload_hash, source_fingerprint, consent_fingerprint, consent_valid_until)"
+            " values ('d', 'prop', %s, 'h', 's', 'treatment:0:/0:', '2999-01-01')",
+            (p,),
+        )
+    params = {
+        "audience": "prop",
+        "destination": "d",
+        "purpose": "treatment",
+        "columns": ["email"],
+        "day": TODAY,
+        "decrypt": True,
+        "since": since,
+        "no_suppressions": "%" + sync_module._NO_SUPPRESSIONS,
+    }
+    sync_module.find_touched(conn, None, since, ["email"])
+    members, _, _ = sync_module._load_changed(conn, params)
+    leavers = {p for (p,) in conn.execute(sync_module.SYNC_LEAVERS)}
+    never_synced = {
+        p
+        for (p,) in conn.execute(
+            "select person_token from sync_candidates where member and not synced"
+        )
+    }
+    conn.rollback()
+    assert members == len(wanted)
+    assert leavers == synced - wanted
+    assert never_synced == wanted - synced
