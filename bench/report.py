@@ -500,6 +500,9 @@ def _section_notes(results: Results, section: str, sizes: list[int]) -> list[str
                     f" {full.get('excluded', 0):,} (no email or no consent)"
                     + (f"; the incremental run changed {inc.get('people_changed', 0):,} people"
                        f" and updated {inc.get('updated', 0):,} memberships" if inc else "")
+                    + (f", each run timed once autovacuum was idle (untimed waits of up to"
+                       f" {_most(results, 'sync.incremental', z, 'autovacuum_wait_s'):.0f} s)"
+                       if inc and "autovacuum_wait_s" in inc else "")
                     + (f"; SANDBOX engine peak RSS {rss:,.0f} MB" if rss else "")
                     + "."
                 )  # fmt: skip
@@ -519,6 +522,12 @@ def _section_notes(results: Results, section: str, sizes: list[int]) -> list[str
 
 
 UNITS = {"fhir": "resource", "hl7": "message", "crm": "row"}
+
+
+def _most(results: Results, key: str, size: int, extra: str) -> float:
+    """The largest value of an extra over a figure's runs."""
+    runs = results.data["figures"].get(key, {}).get(str(size), {}).get("runs", [])
+    return max((run["extra"].get(extra) or 0 for run in runs), default=0)
 
 
 def _crypto_floor(results: Results, sizes: list[int]) -> list[str]:

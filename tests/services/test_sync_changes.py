@@ -9,6 +9,7 @@ import datetime as dt
 
 import psycopg
 
+import services.sync as sync_module
 from connectors.warehouse.changes import writer_epoch
 from services.approvals import approve
 from services.identity import _replace_changed_links
@@ -265,3 +266,27 @@ def test_audiences_synced_in_one_window_share_its_lookups_and_miss_no_write(
         (person(5), "update"),
         (person(5), "update"),
     ]
+
+
+def test_a_pass_that_adds_many_members_refreshes_the_statistics_the_next_plans_use(
+    conn, cipher, sandbox, monkeypatch
+):
+    monkeypatch.setattr(sync_module, "ANALYZE_AFTER", 5)
+    add_people(conn, cipher, range(6))
+    define_audience(conn, "flu", "treatment", range(6))
+    engine = sandbox()
+
+    def planned_rows() -> float:
+        return conn.execute(
+            "select reltuples from pg_class where oid = 'activation.sync_state'::regclass"
+        ).fetchone()[0]
+
+    [result] = sync_audiences(
+        conn, client(engine), cipher, ["flu"], destination="sandbox", day=TODAY
+    )
+    assert result.added == 6 and planned_rows() == 6
+    define_audience(conn, "flu", "treatment", range(3))
+    [result] = sync_audiences(
+        conn, client(engine), cipher, ["flu"], destination="sandbox", day=TODAY
+    )
+    assert result.removed == 3 and planned_rows() == 6  # fewer than 5 written: not analysed
