@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.email import extract_block
 from connectors.email.envelope import iter_line_blocks, iter_lines
 from connectors.email.events import event_rows_of
 from connectors.email.extract_block import block_events
@@ -93,15 +94,31 @@ def test_other_shapes_take_the_row_by_row_way_with_its_results(odd):
         assert (event_rows_of(events), read, unmapped) == (expected, 4, 4 - len(expected))
 
 
-def test_a_key_first_seen_late_in_a_block_is_not_lost():
-    """polars infers a frame's columns from its first rows: the counts catch the rest."""
+@pytest.mark.parametrize("late", ["bounce_type", "campaign"])
+def test_a_key_first_seen_late_in_a_block_is_not_lost_and_the_block_stays_bulk(late, monkeypatch):
+    """polars infers a frame's columns from its first rows: the counts catch the rest, and
+    the block is read again with the optional keys added (keys only some events have, such
+    as bounce_type, are the common case of a real extract), or else with every row's keys."""
     rows = [dict(COMMON[0], event_id=f"z{i}") for i in range(300)]
-    rows[250]["bounce_type"] = "hard"
+    rows[250][late] = "hard"
     rows[250]["event_type"] = "bounce"
     lines = [orjson.dumps(row) for row in rows]
+    reads = []
+    real_read = extract_block._read
+
+    def read(data, **options):
+        reads.append(sorted(options))
+        return real_read(data, **options)
+
+    monkeypatch.setattr(extract_block, "_read", read)
+    bulk = block_events(lines, None, _columns, KIND_BY_NAME)
+    assert bulk is not None and event_rows_of(bulk[0]) == row_by_row(lines, None)
+    # An optional key costs one more read, with it added; any other key a read of every row.
+    with_schema = [[], ["schema"]]
+    assert reads == ([*with_schema, ["infer_rows"]] if late == "campaign" else with_schema)
     events, read, _ = _map_block(lines, None, "t.ndjson")
     assert event_rows_of(events) == row_by_row(lines, None) and read == 300
-    assert event_rows_of(events)[250][6] == "hard"
+    assert event_rows_of(events)[250][6] == ("hard" if late == "bounce_type" else "soft")
 
 
 def test_blank_lines_are_lines_not_events():
