@@ -126,6 +126,29 @@ def test_stored_events_count_once_by_id_whichever_way_they_are_written(conn):
     assert conn.execute("select count(*) from engagement.events").fetchone()[0] == 6
 
 
+def test_after_a_collision_the_writer_looks_ids_up_first(conn, monkeypatch):
+    """A writer trusts its pages' ids to be new until a COPY collides; from then on it looks
+    the ids of each page up and COPYs only the new ones, without the idempotent way."""
+    with conn.transaction():
+        writer = EventWriter(conn, "sandbox", 10)
+    general = []
+    idempotent = EventWriter._write_idempotent
+    monkeypatch.setattr(EventWriter, "_write_idempotent",
+                        lambda self, *a: general.append(1) or idempotent(self, *a))  # fmt: skip
+    result = FeedbackResult("sandbox")
+    pages = [["a", "b"], ["b", "c"], ["c", "d", "e\nf"], ["d", "g"]]
+    for ids in pages:
+        rows = [(i, None, person(1), "unsubscribe", AT, False, None) for i in ids]
+        with conn.transaction():
+            writer.write(rows, result)
+    # page 2 collides (general way); page 3 holds a line break, which the lookup cannot
+    # send (general way); page 4 is looked up and COPYed.
+    assert len(general) == 2
+    assert (result.new, result.suppressions) == (6, 6)
+    stored = conn.execute("select count(*) from engagement.suppressions").fetchone()[0]
+    assert stored == conn.execute("select count(*) from engagement.events").fetchone()[0] == 6
+
+
 def test_a_concurrent_writer_of_the_same_event_is_waited_for_and_skipped(conn, sync_db):
     """The webhook applier stores an id between the id lookup and the COPY: the page goes
     the idempotent way, after waiting for that writer, and counts the id once."""
@@ -180,6 +203,12 @@ def test_values_copy_needs_to_quote_are_stored_as_they_are(conn):
     assert store_events(conn, "sandbox", batch).new == len(odd)
     stored = dict(conn.execute("select event_id, audience from engagement.events"))
     assert stored == {f"id-{value}": value or None for value in odd}
+    # A token with a line break is looked up for its domain all the same.
+    conn.execute("insert into activation.recipient_domains values ('odd\ntoken', 'x.example')")
+    store_events(conn, "sandbox", [EngineEvent("id-odd", "open", "odd\ntoken", None, SENT_AT)],
+                 min_domain_persons=1)  # fmt: skip
+    domain = "select recipient_domain from engagement.events where person_token = 'odd\ntoken'"
+    assert conn.execute(domain).fetchone() == ("x.example",)
 
 
 def write_pages(conn, pages: int, min_domain_persons: int, also: tuple[str, ...] = ()):
