@@ -294,9 +294,22 @@ _EXTRACT_LINES = (
 
 
 def _forget_destination(conn, destination: str) -> None:
+    """Remove what an earlier repeat read for `destination`, and vacuum (untimed): a repeat
+    stores the same event ids again, and without the vacuum each insert's unique check
+    visits the deleted rows under the same id (PostgreSQL's CPU up 10-15%), a cost no
+    readback pays in production, where an id arrives once."""
+    deleted = 0
     with conn.transaction():
         for table in ("engagement.suppressions", "engagement.events", "engagement.cursors"):
-            conn.execute(f"delete from {table} where destination = %s", (destination,))
+            deleted += conn.execute(
+                f"delete from {table} where destination = %s", (destination,)
+            ).rowcount
+    if deleted:
+        conn.autocommit = True  # VACUUM runs outside a transaction
+        try:
+            conn.execute("vacuum engagement.suppressions, engagement.events")
+        finally:
+            conn.autocommit = False
 
 
 def copy_events(warehouse) -> StageResult:
