@@ -1,14 +1,17 @@
-"""`python -m bench.remeasure WORKDIR SIZE --out FILE`: measure the dbt or sync steps again on
-a size that `python -m bench.run --keep --workdir WORKDIR` left on disk (its warehouse and
-keyring), for example after a model or sync change, without generating, ingesting and
-resolving it again (about half an hour at 1M). The results file goes into the report as a
-supplement: `python -m bench.report bench/results.json --replace FILE --out BENCHMARKS.md`.
+"""`python -m bench.remeasure WORKDIR SIZE --out FILE`: measure the dbt, sync or events steps
+again on a size that `python -m bench.run --keep --workdir WORKDIR` left on disk (its
+warehouse and keyring), for example after a model or sync change, without generating,
+ingesting and resolving it again (about half an hour at 1M). The results file goes into the
+report as a supplement: `python -m bench.report bench/results.json --replace FILE --out
+BENCHMARKS.md`.
 
 Each incremental dbt repeat ingests another 1% delivery into the kept warehouse, as the
 harness does; the full builds run first, so they all see the same data. Each full sync
 goes to a fresh SANDBOX engine under a destination name the kept warehouse has not seen
 (`remeasure-<time>-<run>`), so every member is an add, as in the harness; the 1%-changed
-syncs and the re-push baseline (with the engine's own limit) follow the last of them."""
+syncs, the re-push baseline (with the engine's own limit) and the events readback (the
+events that engine made of its sends, by polling and from a tracking extract) follow the
+last of them."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from bench.steps import (
     SizeContext,
     _dbt_full,
     _dbt_incremental,
+    _events,
     _sync_full,
     _sync_incremental,
     _sync_repush,
@@ -52,6 +56,7 @@ STEPS = {
     "sync_full": _sync_full,
     "sync_incremental": _sync_incremental,
     "sync_repush": _sync_repush,
+    "events": _events,
 }
 
 
@@ -68,8 +73,10 @@ def main() -> None:
     unknown = steps - set(STEPS)
     if unknown:
         raise SystemExit(f"unknown steps {sorted(unknown)}: only {', '.join(STEPS)}")
-    if steps & {"sync_incremental", "sync_repush"} and "sync_full" not in steps:
-        raise SystemExit("sync_incremental and sync_repush follow a full sync: add sync_full")
+    if steps & {"sync_incremental", "sync_repush", "events"} and "sync_full" not in steps:
+        raise SystemExit(
+            "sync_incremental, sync_repush and events follow a full sync: add sync_full"
+        )
 
     pgdata = args.workdir / f"size-{args.size}" / "pg" / "pg"
     if not pgdata.is_dir():

@@ -95,8 +95,8 @@ def test_regenerating_keeps_sections_other_engineers_wrote(smoke, tmp_path):
     assert text.index(report.END) < text.index("## Sync notes")
 
 
-def test_remeasure_runs_the_dbt_and_sync_steps_again_on_a_kept_size(tmp_path):
-    """`bench.remeasure` re-runs dbt and sync steps on the warehouse a `--keep` run left on
+def test_remeasure_runs_the_dbt_sync_and_events_steps_again_on_a_kept_size(tmp_path):
+    """`bench.remeasure` re-runs dbt, sync and events steps on the warehouse a `--keep` run left on
     disk and writes a results file the report can take as a supplement."""
     work, out = tmp_path / "work", tmp_path / "again.json"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "HUB_STATE_DIR")}
@@ -104,14 +104,21 @@ def test_remeasure_runs_the_dbt_and_sync_steps_again_on_a_kept_size(tmp_path):
     kept += ["--keep", "--workdir", str(work), "--out", str(tmp_path / "B.md")]
     kept += ["--chart", str(tmp_path / "B.png")]
     again = [sys.executable, "-m", "bench.remeasure", str(work), str(run.SMOKE_PATIENTS)]
-    again += ["--only", "dbt_full,sync_full,sync_incremental", "--repeat", "1", "--out", str(out)]
+    again += ["--only", "dbt_full,sync_full,sync_incremental,events", "--repeat", "1"]
+    again += ["--out", str(out)]
     for command in (kept, again):
         completed = subprocess.run(
             command, cwd=run.REPO, env=env, capture_output=True, text=True, timeout=600
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
     results = Results.load(out)
-    for figure in ("dbt.full", "sync.full", "sync.incremental"):
+    for figure in (
+        "dbt.full",
+        "sync.full",
+        "sync.incremental",
+        "events.readback",
+        "events.extract",
+    ):
         assert results.summary(figure, run.SMOKE_PATIENTS).runs == 1, figure
     assert not results.data["errors"]
     assert results.meta["command"].startswith("python -m bench.remeasure")
