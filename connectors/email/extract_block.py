@@ -19,7 +19,6 @@ from typing import Any
 
 import polars as pl
 
-_SPACED_COLONS = (b'" :', b'"\t:', b'"\r:')  # a pair the counts below would miss
 # No white space around (Python's strip() would change it; it also strips \x1c-\x1f).
 _PLAIN = r"^[^\s\x1c-\x1f](.*[^\s\x1c-\x1f])?$"
 _ASCII_WORD = r"^[A-Za-z0-9_-]*$"
@@ -48,8 +47,8 @@ def block_events(
     # values (numbers, booleans, objects) into text its own way (true, not Python's True),
     # and a null could hide a key it dropped (below). A `":` inside a string (an escaped
     # quote) only sends the block the row-by-row way.
-    strings = data.count(b'":"') + data.count(b'": "')
-    if data.count(b'":') != strings or any(s in data for s in _SPACED_COLONS):
+    strings = _string_values(data)
+    if strings is None or _spaced_colon(data):
         return None
     frame = _read(data)
     # polars infers the keys from the first rows and drops a key first seen later, such as
@@ -131,6 +130,24 @@ def block_events(
         bounce.alias("bounce_type"),
     )
     return events, frame.height - events.height
+
+
+def _string_values(data: bytes) -> int | None:
+    """How many `":` pairs there are, if every one is followed by `"` or `' "'` (else None),
+    counted in as few passes as the data allows: these scans cost about as much as polars'
+    parse of the same bytes."""
+    pairs = data.count(b'":')
+    compact = data.count(b'":"')
+    if compact == pairs or compact + data.count(b'": "') == pairs:
+        return pairs
+    return None
+
+
+def _spaced_colon(data: bytes) -> bool:
+    """Whether white space comes before a colon (after a key, which the counts above would
+    not see; inside a string it only costs the row-by-row way). Tabs and carriage returns
+    are looked for alone first: a byte search is ten times faster than one for a pair."""
+    return b" :" in data or any(space in data and space + b":" in data for space in (b"\t", b"\r"))
 
 
 def _read(
