@@ -54,7 +54,7 @@ def block_events(
     # polars infers the keys from the first rows and drops a key first seen later, such as
     # a key only some events have (bounce_type, machine_open). Such a block is read again
     # with those keys added when the others are canonical (as fast as the first read), else
-    # with the keys of every row (four times the parse; row by row cost six times more).
+    # with the keys of every row (four times the parse; row by row cost five times more).
     if frame is not None and frame.height == len(lines) and _values(frame) != strings:
         if columns_of(tuple(frame.columns)) is None:
             keys = dict.fromkeys([*frame.columns, *_OPTIONAL_KEYS])
