@@ -16,16 +16,23 @@ single anyone out.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import polars as pl
 import psycopg
 
 from connectors.email.base import EmailEngine, EngineEvent
-from connectors.email.events import EventBatch, RowPage, event_frame, event_row
+from connectors.email.events import (
+    EVENT_COLUMNS,
+    EventBatch,
+    RowPage,
+    event_frame,
+    event_row,
+)
 from connectors.warehouse.audit import record_audit
 
 # Events per engine request and per transaction when polling: large pages keep the per-request
@@ -41,6 +48,7 @@ FIRST_PAGE = 2_000
 COMMIT_EVERY = 1  # events per transaction at least: by default each page commits alone
 MIN_DOMAIN_PERSONS = 10
 MAX_KNOWN_DOMAINS = 2_000_000  # people whose domain a writer remembers between pages
+PROBE_COST = 10  # rows of recipient_domains read in order for the cost of one index probe
 SUPPRESSING = {"unsubscribe": "unsubscribe", "complaint": "complaint"}
 
 
@@ -83,9 +91,11 @@ def read_feedback(
     Pages are written in transactions of at least `commit_every` events (by default one
     page each; pages grow from FIRST_PAGE to `page_size` events), each together with the
     cursor after its last page: a crash re-reads at most that many events, which the
-    event-id key absorbs. The next page is fetched (and mapped to rows) in a second thread
-    while the previous one is written, so the engine's, the mapping's and the database's
-    time overlap; engine calls stay one at a time.
+    event-id key absorbs. Three steps overlap, each in its own thread: the next page is
+    fetched from the engine and mapped to rows, the page before it is prepared (deduplicated,
+    given domains, written as CSV), and the one before that is stored and committed with its
+    cursor. Engine calls stay one at a time, and pages are stored in order: a page that fails
+    to store stops the readback before any later page is stored.
     """
     result = FeedbackResult(destination)
     # Its own transaction: every page batch below must commit for real, not as a savepoint
@@ -102,21 +112,39 @@ def read_feedback(
     page_size = page_size or getattr(engine, "events_page_size", PAGE_SIZE)
     size = min(page_size, FIRST_PAGE)
 
-    def flush() -> None:
-        nonlocal stored, pending_events
+    storing: Future[None] | None = None
+
+    def settle() -> None:
+        """Wait for the page being stored (raising what stopped it)."""
+        nonlocal storing
+        if storing is not None:
+            done, storing = storing, None
+            done.result()
+
+    def store(page: Page | None, after: str | None) -> None:
         with conn.transaction():
-            writer.write(event_frame(pending), result)
+            if page is not None:
+                writer.store(page, result)
             conn.execute(
                 "insert into engagement.cursors (destination, cursor) values (%s, %s)"
                 " on conflict (destination) do update set cursor = excluded.cursor,"
                 " updated_at = now()",
-                (destination, cursor),
+                (destination, after),
             )
+
+    def flush() -> None:
+        nonlocal stored, pending_events, storing
+        page = writer.prepare(event_frame(pending), settle)
+        settle()
+        storing = storer.submit(store, page, cursor)
         pending.clear()
         pending_events = 0
         stored = cursor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="feedback-fetch") as fetcher:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="feedback-fetch") as fetcher,
+        ThreadPoolExecutor(1, thread_name_prefix="feedback-store") as storer,
+    ):
         ahead = fetcher.submit(_row_page, engine, cursor, size)
         with conn.transaction():  # while the first page is on its way
             writer = EventWriter(conn, destination, min_domain_persons)
@@ -136,6 +164,7 @@ def read_feedback(
                 flush()
             if not page.read:
                 break
+        settle()
     with conn.transaction():
         record_audit(conn, "read_feedback", f"{destination}/events", result.new)
     return result
@@ -220,6 +249,7 @@ class EventWriter:
         # The domain recorded per person seen on an earlier page of this writer (null: none):
         # a readback sees the same people page after page.
         self._known = pl.DataFrame(schema=_DOMAIN_COLUMNS)
+        self._all_known = False  # every recorded domain read: people not known have none
         # Whether to look up which ids of a page are stored already before the COPY. Ids are
         # new but on a page read again after a crash, or for events that also arrive another
         # way (webhooks beside polling). The lookup cost PostgreSQL about 1 µs an id, a fifth
@@ -229,9 +259,17 @@ class EventWriter:
     def write(self, events: EventBatch, result: FeedbackResult) -> None:
         """Write mapped events (see connectors.email.events); counts new events and
         suppressions into `result` (the caller counts what it read and left unmapped)."""
+        page = self.prepare(events)
+        if page is not None:
+            self.store(page, result)
+
+    def prepare(self, events: EventBatch, settle: Callable[[], None] = lambda: None) -> Page | None:
+        """The events of a page as `store` COPYs them (None: nothing new). The connection
+        is used only to look up domains of people not seen before, or stored ids after a
+        collision; `settle` is called first (it waits for the page being stored)."""
         frame = event_frame([events])
         if frame.is_empty():
-            return
+            return None
         # In key order: engine event ids are random, and the primary key's inserts then
         # walk its leaf pages once in order instead of all over (1M events with a hash per
         # member as their ids: 1 s less of PostgreSQL's CPU out of 7). An id repeated
@@ -240,53 +278,67 @@ class EventWriter:
         frame = frame.sort("event_id", maintain_order=True).filter(
             event_id.ne_missing(event_id.shift(1))
         )
-        conn = self.conn
         if self._probe:
+            settle()
             stored = self._stored(frame["event_id"])
             if stored is None:  # a line break inside an id: the general way
-                self._write_idempotent(frame, result)
-                return
+                return Page(frame, None, None, 0)
             if stored:
                 frame = frame.filter(~event_id.is_in(stored))
                 if frame.is_empty():
-                    return
+                    return None
         destination = self.destination
         rows = frame.join(
-            self._domains(frame["person_token"]),
+            self._domains(frame["person_token"], settle),
             on="person_token",
             how="left",
             maintain_order="left",
         )
         rows = rows.select(pl.exclude("recipient_domain"), destination=pl.lit(destination),
                            recipient_domain="recipient_domain")  # fmt: skip
+        suppressions = _suppressions(destination, rows)
+        return Page(frame, _csv(rows), _csv(suppressions), suppressions.height)
+
+    def store(self, page: Page, result: FeedbackResult) -> None:
+        """COPY a prepared page (caller's transaction); its ids collide: the general way."""
+        conn = self.conn
+        if page.events_csv is None:
+            self._write_idempotent(page.frame, result)
+            return
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint
-                _copy(cur, "engagement.events", rows)
-                suppressed = _suppress(cur, destination, rows)
+                _copy_csv(cur, "engagement.events", _EVENT_COPY_COLUMNS, page.events_csv)
+                if page.suppressions:
+                    _copy_csv(cur, "engagement.suppressions", _SUPPRESSION_COPY_COLUMNS,
+                              page.suppressions_csv)  # fmt: skip
         except psycopg.errors.UniqueViolation:
             self._probe = True  # ids arrive a second way: look them up from now on
-            self._write_idempotent(frame, result)
+            self._write_idempotent(page.frame, result)
             return
-        types = frame["event_type"].value_counts()
-        result.new += frame.height
+        types = page.frame["event_type"].value_counts()
+        result.new += page.frame.height
         result.by_type.update(dict(types.iter_rows()))
-        result.suppressions += suppressed
+        result.suppressions += page.suppressions
 
     def _stored(self, ids: pl.Series) -> list[str] | None:
         """Which of `ids` engagement.events holds already (None: an id with a line break)."""
         lines = _lines(ids)
         if lines is None:
             return None
-        found = self.conn.execute(
-            "select event_id from engagement.events"
-            " where event_id = any(string_to_array(%s, E'\\n'))",
-            (lines,),
-        )
+        with self.conn.transaction():  # its own: the page is stored in another
+            found = self.conn.execute(
+                "select event_id from engagement.events"
+                " where event_id = any(string_to_array(%s, E'\\n'))",
+                (lines,),
+            ).fetchall()
         return [event_id for (event_id,) in found]
 
-    def _domains(self, persons: pl.Series) -> pl.DataFrame:
+    def _domains(self, persons: pl.Series, settle: Callable[[], None]) -> pl.DataFrame:
         """The domain to record (rare domains as 'other') of every person seen so far,
-        asking the database only for people not seen before."""
+        asking the database only for people not seen before: through the key, or, once a
+        page brings many new people for the size of the table, all of them in one read (an
+        index probe costs about ten rows read in order). After that, people not known have
+        no recorded domain, and pages are prepared without the connection."""
         known = self._known
         distinct = persons.unique()
         unseen = distinct.filter(~distinct.is_in(known["person_token"]))
@@ -294,18 +346,19 @@ class EventWriter:
             return known
         if known.height + unseen.len() > MAX_KNOWN_DOMAINS:
             known, unseen = known.clear(), distinct  # bounded memory on a long readback
-        lines = _lines(unseen)
-        if lines is None:  # a line break inside a token: as a list (slower to send)
-            tokens, match = unseen.to_list(), "any(%s)"
+            self._all_known = False
+        if self._all_known:
+            found = pl.DataFrame(schema=_DOMAIN_COLUMNS)
         else:
-            tokens, match = lines, "any(string_to_array(%s, E'\\n'))"
-        found = self.conn.execute(
-            "select person_token, domain from activation.recipient_domains"
-            f" where person_token = {match}",
-            (tokens,),
-        ).fetchall()
+            settle()
+            with self.conn.transaction():  # its own: the page is stored in another
+                if unseen.len() * PROBE_COST >= self._domain_rows():
+                    found = self._all_domains()  # everyone known so far included
+                    known, unseen, self._all_known = known.clear(), distinct, True
+                else:
+                    found = self._some_domains(unseen)
         common = pl.Series(self.domains, dtype=pl.String)
-        looked_up = pl.DataFrame(found, schema=_DOMAIN_COLUMNS, orient="row").with_columns(
+        looked_up = found.with_columns(
             pl.when(pl.col("recipient_domain").is_in(common))
             .then(pl.col("recipient_domain"))
             .otherwise(pl.lit("other"))
@@ -315,6 +368,33 @@ class EventWriter:
         )
         self._known = pl.concat([known, looked_up, missing], how="diagonal")
         return self._known
+
+    def _domain_rows(self) -> float:
+        """The planner's estimate of the people with a recorded domain (inf if unknown)."""
+        (rows,) = self.conn.execute(
+            "select reltuples from pg_class where oid = 'activation.recipient_domains'::regclass"
+        ).fetchone()
+        return rows if rows >= 0 else math.inf
+
+    def _some_domains(self, tokens: pl.Series) -> pl.DataFrame:
+        lines = _lines(tokens)
+        if lines is None:  # a line break inside a token: as a list (slower to send)
+            values, match = tokens.to_list(), "any(%s)"
+        else:
+            values, match = lines, "any(string_to_array(%s, E'\\n'))"
+        found = self.conn.execute(
+            "select person_token, domain from activation.recipient_domains"
+            f" where person_token = {match}",
+            (values,),
+        ).fetchall()
+        return pl.DataFrame(found, schema=_DOMAIN_COLUMNS, orient="row")
+
+    def _all_domains(self) -> pl.DataFrame:
+        """Every recorded domain, read as CSV (a row a person)."""
+        query = "copy activation.recipient_domains (person_token, domain) to stdout (format csv)"
+        with self.conn.cursor() as cur, cur.copy(query) as copy:
+            data = b"".join(copy)
+        return pl.read_csv(data, has_header=False, schema=_DOMAIN_COLUMNS)
 
     def _write_idempotent(self, frame: pl.DataFrame, result: FeedbackResult) -> None:
         conn = self.conn
@@ -330,14 +410,38 @@ class EventWriter:
 
 
 _DOMAIN_COLUMNS = {"person_token": pl.String, "recipient_domain": pl.String}
+# The columns of a prepared page's CSV (EventWriter.prepare's select and _suppressions).
+_EVENT_COPY_COLUMNS = [*EVENT_COLUMNS, "destination", "recipient_domain"]
+_SUPPRESSION_COPY_COLUMNS = ["event_id", "person_token", "event_type", "effective_at",
+                             "destination"]  # fmt: skip
+
+
+@dataclass(slots=True)
+class Page:
+    """A page of new events prepared for COPY (EventWriter.prepare); CSV None: the page
+    goes the general way (an id holds a line break)."""
+
+    frame: pl.DataFrame
+    events_csv: str | None
+    suppressions_csv: str | None
+    suppressions: int
 
 
 def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
-    """COPY the frame's columns into the same-named columns of `table`, as CSV that polars
-    writes (quoted where a value needs it; an unquoted empty field is null)."""
-    columns = ", ".join(frame.columns)
-    with cur.copy(f"copy {table} ({columns}) from stdin (format csv, delimiter E'\\t')") as copy:
-        copy.write(frame.write_csv(separator="\t", include_header=False))
+    """COPY the frame's columns into the same-named columns of `table`."""
+    _copy_csv(cur, table, frame.columns, _csv(frame))
+
+
+def _csv(frame: pl.DataFrame) -> str:
+    """The frame as CSV that polars writes (quoted where a value needs it; an unquoted empty
+    field is null), tab-separated, without a header."""
+    return frame.write_csv(separator="\t", include_header=False)
+
+
+def _copy_csv(cur: psycopg.Cursor, table: str, columns: list[str], data: str) -> None:
+    names = ", ".join(columns)
+    with cur.copy(f"copy {table} ({names}) from stdin (format csv, delimiter E'\\t')") as copy:
+        copy.write(data)
 
 
 def _lines(values: pl.Series) -> str | None:
@@ -351,15 +455,15 @@ def _line_break_in(values: pl.Series) -> bool:
     return bool(values.str.contains("\n", literal=True).any())
 
 
-def _suppress(cur: psycopg.Cursor, destination: str, events: pl.DataFrame) -> int:
-    """Suppressions for new events (unsubscribes, complaints, hard bounces), by COPY.
+def _suppressions(destination: str, events: pl.DataFrame) -> pl.DataFrame:
+    """Suppressions for new events (unsubscribes, complaints, hard bounces), COPYed beside them.
 
     No conflict check: the events were new a moment ago in this savepoint, so a suppression
     under the same id exists only if its event was purged since (retention): the COPY then
     fails and the page goes the idempotent way, like a concurrent writer's ids.
     """
     event_type, bounce_type = pl.col("event_type"), pl.col("bounce_type")
-    picked = events.filter(
+    return events.filter(
         event_type.is_in(list(SUPPRESSING)) | ((event_type == "bounce") & (bounce_type == "hard"))
     ).select(
         "event_id",
@@ -368,9 +472,6 @@ def _suppress(cur: psycopg.Cursor, destination: str, events: pl.DataFrame) -> in
         effective_at="occurred_at",
         destination=pl.lit(destination),
     )
-    if not picked.is_empty():
-        _copy(cur, "engagement.suppressions", picked)
-    return picked.height
 
 
 # feedback_page into engagement.events, skipping stored ids, and the suppressions its new

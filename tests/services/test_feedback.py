@@ -51,6 +51,7 @@ def test_polling_stores_every_event_once_with_suppressions_and_domains(conn, cip
     sync_audience(conn, client(engine), cipher, destination="sandbox", audience="flu", day=TODAY)
 
     first = read_feedback(conn, client(engine), "sandbox", page_size=37)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # all committed
     stream = client(engine).events(None, 1000).events
     assert first.read == first.new == len(stream) > 200
     assert first.by_type == Counter(e.type for e in stream)
@@ -224,15 +225,23 @@ def write_pages(conn, pages: int, min_domain_persons: int, also: tuple[str, ...]
     return writer, result
 
 
-def test_domains_are_looked_up_once_per_person_across_pages(conn):
+@pytest.mark.parametrize("analysed", [False, True])
+def test_domains_are_looked_up_once_per_person_across_pages(conn, analysed):
+    """Through the key while the pages bring few people for the size of the table (or its
+    size is unknown); all at once when a page brings many (here the first page's 21 people
+    against the table's 40 rows), and then never again."""
     conn.execute(
         "insert into activation.recipient_domains (person_token, domain)"
         " select 'p' || i, case when i % 2 = 0 then 'example.org' else 'rare' || i || '.example'"
         " end from generate_series(0, 39) as i"
     )
     conn.commit()
+    if analysed:
+        conn.execute("analyze activation.recipient_domains")
+        conn.commit()
     writer, result = write_pages(conn, 4, min_domain_persons=10, also=("nobody",))
     assert result.new == 84
+    assert writer._all_known == analysed
     known = writer._known
     assert known.height == known["person_token"].n_unique() == 51
     recorded = dict(conn.execute("select person_token, recipient_domain from engagement.events"))
@@ -253,18 +262,51 @@ def test_the_domain_memory_starts_again_when_full_without_losing_a_page(conn, mo
     assert result.new == 60 and domains == [("example.org",)]
 
 
-def test_a_tracking_extract_is_read_once_in_pages_of_the_engine_size(conn, tmp_path, monkeypatch):
+def test_a_page_that_fails_to_store_stops_the_readback_after_the_pages_before(
+    conn, tmp_path, monkeypatch
+):
+    """Pages are stored in a thread while the next is prepared: a page that fails stops the
+    readback, the cursor stays after the last page stored, and the next readback goes on."""
+    exchange = _extract(tmp_path, 50)
+    monkeypatch.setattr(FileExchangeEngine, "events_page_size", 7)
+    store, calls = EventWriter.store, []
+
+    def failing_third(self, page, result):
+        calls.append(1)
+        if len(calls) == 3:
+            raise psycopg.errors.DiskFull("no space left")
+        store(self, page, result)
+
+    monkeypatch.setattr(EventWriter, "store", failing_third)
+    with pytest.raises(psycopg.errors.DiskFull):
+        read_feedback(conn, exchange, "files")
+    conn.rollback()
+    (cursor,) = conn.execute("select cursor from engagement.cursors").fetchone()
+    assert cursor.endswith("|14")
+    assert conn.execute("select count(*) from engagement.events").fetchone()[0] == 14
+    monkeypatch.setattr(EventWriter, "store", store)
+    rest = read_feedback(conn, exchange, "files")
+    assert (rest.read, rest.new) == (36, 36)
+
+
+def _extract(tmp_path, events: int) -> FileExchangeEngine:
+    """A file-exchange engine whose inbox holds one sealed tracking extract of `events`
+    events (a third of them unsubscribes)."""
     key = bytes(range(32))
     inbox = tmp_path / "in"
     inbox.mkdir()
     rows = [
         {"event_id": f"x{i}", "event_type": ("open", "click", "unsubscribe")[i % 3],
          "external_id": person(i % 11), "audience_id": "flu", "occurred_at": AT}
-        for i in range(50)
+        for i in range(events)
     ]  # fmt: skip
     with open(inbox / "tracking.ndjson.ahx", "wb") as sink, EnvelopeWriter(sink, key, "k") as out:
         out.write(b"\n".join(orjson.dumps(row) for row in rows) + b"\n")
-    exchange = FileExchangeEngine(str(tmp_path / "out"), str(inbox), {"k": key}, "k")
+    return FileExchangeEngine(str(tmp_path / "out"), str(inbox), {"k": key}, "k")
+
+
+def test_a_tracking_extract_is_read_once_in_pages_of_the_engine_size(conn, tmp_path, monkeypatch):
+    exchange = _extract(tmp_path, 50)
     monkeypatch.setattr(FileExchangeEngine, "events_page_size", 7)
     first = read_feedback(conn, exchange, "files")
     assert (first.read, first.new, first.suppressions) == (50, 50, 16)
