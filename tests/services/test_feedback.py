@@ -151,14 +151,15 @@ def test_after_a_collision_the_writer_looks_ids_up_first(conn, monkeypatch):
 
 
 def test_a_concurrent_writer_of_the_same_event_is_waited_for_and_skipped(conn, sync_db):
-    """The webhook applier stores an id between the id lookup and the COPY: the page goes
-    the idempotent way, after waiting for that writer, and counts the id once."""
+    """The webhook applier has stored an id of the page, not yet committed: the page's COPY
+    waits for it and fails, and the page goes the idempotent way, after waiting for that
+    writer, and counts the id once."""
     with sync_db.connect() as other, sync_db.connect() as watcher:
         other.execute(
             "insert into engagement.events (event_id, destination, person_token, event_type,"
             " occurred_at) values ('race-1', 'sandbox', %s, 'unsubscribe', now())",
             (person(1),),
-        )  # not committed yet: invisible to the id lookup, blocking for the COPY
+        )  # not committed yet: the COPY of the same id waits for it
         batch = [event("race-1", "unsubscribe", 1), event("race-2", "open", 2)]
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(store_events, conn, "sandbox", batch)
