@@ -215,10 +215,12 @@ class EventWriter:
     """Bulk, idempotent writes of events and the suppressions they imply (caller's
     transaction), a handful of statements per page whatever its size.
 
-    Fast path: look up the recipient domains of people not seen on an earlier page (an
-    index-probe query), then COPY the new events straight into engagement.events and their
-    suppressions into engagement.suppressions. COPY costs PostgreSQL about half the CPU per
-    event of INSERT ... SELECT ... ON CONFLICT, which was the bottleneck of readback. If one
+    Fast path: look up the recipient domains of people not seen on an earlier page (by the
+    key, or all at once in a large readback), then COPY the new events straight into
+    engagement.events and their suppressions into engagement.suppressions (`prepare` builds
+    the CSV, `store` sends it, so that a readback prepares a page while it stores another).
+    COPY costs PostgreSQL about half the CPU per event of INSERT ... SELECT ... ON CONFLICT,
+    which was the bottleneck of readback. If one
     of the ids is stored already (a page read again after a crash, or an event that also
     arrived another way) or a concurrent writer (the webhook applier) stores it meanwhile,
     the COPY fails as a whole (a savepoint) and the page goes the idempotent way: COPY into
