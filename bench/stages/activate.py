@@ -305,11 +305,11 @@ def _forget_destination(conn, destination: str) -> None:
                 f"delete from {table} where destination = %s", (destination,)
             ).rowcount
     if deleted:
-        conn.autocommit = True  # VACUUM runs outside a transaction
+        autocommit, conn.autocommit = conn.autocommit, True  # VACUUM runs outside a transaction
         try:
             conn.execute("vacuum engagement.suppressions, engagement.events")
         finally:
-            conn.autocommit = False
+            conn.autocommit = autocommit
 
 
 def copy_events(warehouse) -> StageResult:
