@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 import psycopg
 
 from connectors.warehouse import read_worker
+from connectors.warehouse.database import sibling_connection
 from connectors.warehouse.loader import FileLoadResult, InputUnit, LoadTurn, load_file
 from connectors.warehouse.read_worker import ReadWorkers, WorkerRead
 from domain.protect import Protector
@@ -154,10 +155,8 @@ def _lane_copy(protector: Protector) -> Protector:
 @contextmanager
 def _more_connections(conn: psycopg.Connection, count: int) -> Iterator[list[psycopg.Connection]]:
     """`count` more connections to the same database as `conn`, with the same credentials."""
-    password = conn.info.password
-    extra = {"password": password} if password else {}
     with ExitStack() as stack:
-        yield [stack.enter_context(psycopg.connect(conn.info.dsn, **extra)) for _ in range(count)]
+        yield [stack.enter_context(sibling_connection(conn)) for _ in range(count)]
 
 
 @contextmanager

@@ -3,12 +3,17 @@
 Each batch's ledger rows (with its idempotency key) commit before the engine is called, and
 the engine's per-row answers are written back - ledger status and error code, sync_state,
 recipient domains - in one transaction. Up to `concurrency` batches are in flight when the
-engine can be shared between threads; the database work stays on the caller's thread.
+engine can be shared between threads: each goes through ledger, engine and acknowledgement
+on a pool thread, writing on a connection of the pushes' own, so the caller's thread reads
+and gates the next members meanwhile. Otherwise all of it runs on the caller's thread and
+connection.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,6 +24,7 @@ import psycopg
 from connectors.email.base import EmailEngine, Member, MemberResult
 from connectors.email.errors import EngineError
 from connectors.warehouse.arrays import array_literal
+from connectors.warehouse.database import sibling_connection
 
 if TYPE_CHECKING:
     from services.sync import AudienceDefinition, SyncResult
@@ -32,15 +38,17 @@ class _Batch:
     hashes: dict[str, str]
     domains: dict[str, str]
     prints: dict[str, tuple[str, str, date]] = field(default_factory=dict)
-    future: Future | None = None
     results: list[MemberResult] | None = None
 
 
 class BatchPusher:
     """Ledger, push, acknowledge; up to `concurrency` batches in flight.
 
-    Database work stays on the caller's thread (one connection); only the engine calls run
-    in the pool, and only when the engine says it is safe to share between threads.
+    With one batch at a time (an engine that must not be shared between threads) all of it
+    runs on the caller's thread and connection. With more, each batch runs on a pool thread
+    and its ledger rows and acknowledgement go through one writer connection, a batch's
+    statements at a time: at 100k patients they were 2.8 s of an 11.4 s first sync on the
+    caller's thread, which now reads and gates the next members while PostgreSQL writes.
     """
 
     def __init__(
@@ -53,12 +61,17 @@ class BatchPusher:
         result: SyncResult,
         concurrency: int,
     ) -> None:
-        self.conn, self.engine, self.run_id = conn, engine, run_id
+        self.engine, self.run_id = engine, run_id
         self.definition, self.destination, self.result = definition, destination, result
         shareable = bool(getattr(engine, "thread_safe", False))
         self.concurrency = max(1, concurrency) if shareable else 1
-        self.pool = ThreadPoolExecutor(self.concurrency) if self.concurrency > 1 else None
-        self.inflight: deque[_Batch] = deque()
+        self.pool: ThreadPoolExecutor | None = None
+        self.conn = conn  # where ledger rows and acknowledgements are written
+        if self.concurrency > 1:
+            self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync-push")
+            self.conn = sibling_connection(conn)
+        self.writing = threading.Lock()  # one batch's statements at a time on self.conn
+        self.inflight: deque[Future[None]] = deque()
 
     def push_upserts(
         self,
@@ -96,7 +109,6 @@ class BatchPusher:
     ) -> None:
         key = f"{self.run_id}:{operation}:{people[0]}"
         batch = _Batch(operation, key, people, hashes, domains, prints or {})
-        self._ledger_pending(batch, refs)
         audience = self.definition.audience
 
         def call() -> list[MemberResult]:
@@ -105,44 +117,48 @@ class BatchPusher:
             return self.engine.remove(audience, people, idempotency_key=batch.batch_key)
 
         if self.pool is None:
-            batch.results = call()
-            self._acknowledge(batch)
+            self._through(batch, refs, call)
             return
-        batch.future = self.pool.submit(call)
-        self.inflight.append(batch)
+        self.inflight.append(self.pool.submit(self._through, batch, refs, call))
         while len(self.inflight) >= self.concurrency:
-            self._settle(self.inflight.popleft())
+            self.inflight.popleft().result()
+
+    def _through(
+        self, batch: _Batch, refs: dict[str, str | None], call: Callable[[], list[MemberResult]]
+    ) -> None:
+        """One batch: its ledger rows committed, then the engine, then the acknowledgement."""
+        with self.writing:
+            self._ledger_pending(batch, refs)
+        batch.results = call()
+        with self.writing:
+            self._acknowledge(batch)
 
     def finish(self) -> None:
         error: BaseException | None = None
         while self.inflight:
-            batch = self.inflight.popleft()
             try:
-                self._settle(batch)
+                self.inflight.popleft().result()
             except EngineError as exc:  # settle the rest first: their acks are real
                 error = error or exc
-        if self.pool is not None:
-            self.pool.shutdown()
+        self._close()
         if error is not None:
             raise error
 
     def abandon(self) -> None:
-        """After a failure: acknowledge what did complete, leave the rest pending."""
-        for batch in self.inflight:
-            if batch.future is not None:
-                try:
-                    batch.results = batch.future.result()
-                    self._acknowledge(batch)
-                except Exception:  # stays pending; the next run settles it
-                    continue
+        """After a failure: let the batches in flight finish (what the engine took is
+        acknowledged), leaving any that fail pending for the next run to settle."""
+        for future in self.inflight:
+            try:
+                future.result()
+            except Exception:  # stays pending; the next run settles it
+                continue
         self.inflight.clear()
+        self._close()
+
+    def _close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
-
-    def _settle(self, batch: _Batch) -> None:
-        assert batch.future is not None
-        batch.results = batch.future.result()
-        self._acknowledge(batch)
+            self.conn.close()
 
     def _ledger_pending(self, batch: _Batch, refs: dict[str, str | None]) -> None:
         d = self.definition
@@ -241,9 +257,12 @@ class BatchPusher:
                     ),
                 )
                 known = [p for p in ok if batch.domains.get(p)]
+                # In token order: audiences syncing side by side (services/sync.py) may
+                # hold the same person, and rows locked in one order make one wait for the
+                # other instead of deadlocking.
                 conn.execute(
                     "insert into activation.recipient_domains (person_token, domain)"
-                    " select p, dm from unnest(%s::text[], %s::text[]) as t(p, dm)"
+                    " select p, dm from unnest(%s::text[], %s::text[]) as t(p, dm) order by p"
                     " on conflict (person_token) do update set domain = excluded.domain,"
                     "  updated_at = now()"
                     " where activation.recipient_domains.domain <> excluded.domain",

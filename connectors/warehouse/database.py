@@ -26,6 +26,13 @@ def state_dir() -> Path:
     return Path(os.environ.get("HUB_STATE_DIR", DEFAULT_STATE_DIR)).resolve()
 
 
+def sibling_connection(conn: psycopg.Connection) -> psycopg.Connection:
+    """Another connection to `conn`'s database with the same credentials, for work that runs
+    beside it on another thread."""
+    password = conn.info.password
+    return psycopg.connect(conn.info.dsn, **({"password": password} if password else {}))
+
+
 def landing_table(entity: str) -> str:
     return f"landing.{entity}s"
 
