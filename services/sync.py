@@ -312,7 +312,7 @@ def sync_audiences(
     finishes.
 
     With an engine that may be shared between threads, `lanes` (default `AUDIENCE_LANES`)
-    audiences sync at once, each on a connection of its own, started in the order given.
+    audiences sync at once, each on a connection of its own, the largest started first.
     One audience's member query keeps PostgreSQL busy for seconds before its first row
     while the engine has nothing to do; the pushes of the audience beside it fill that
     time."""
@@ -382,8 +382,8 @@ def _in_lanes(
 # Session memory for temp tables (PostgreSQL's default is 8 MB), which hold every changed
 # member: at 1M patients 580,000 rows (58 MB) for the largest audience, which the member
 # query reads in key order. With 8 MB it read 504,000 pages back from the OS cache, and that
-# audience's first sync took 71.8 s instead of 63.5 s. Settable only before the session's
-# first temp table.
+# audience's first sync took 71.8 s instead of 63.5 s (one run each). Settable only before
+# the session's first temp table.
 SYNC_TEMP_BUFFERS = "256MB"
 
 
@@ -773,18 +773,24 @@ _CHANGED_MEMBERS_SQL = (
 )
 
 # The members that changed, with their consent events (deterministic order, as
-# events_from_json reads them) and the declared columns' ciphertexts (newest first per
-# column). Nothing is decrypted here: services/vault_reader.py decrypts, for gated people
-# only, and audits.
-_VAULT_AGGREGATES = (
-    "array_agg(v.subject_token order by v.column_name, v.effective_at desc nulls last,"
-    "  v.subject_token) as subjects,"
-    "  array_agg(v.column_name order by v.column_name, v.effective_at desc nulls last,"
-    "  v.subject_token) as columns, array_agg(v.key_version order by v.column_name,"
-    "  v.effective_at desc nulls last, v.subject_token) as versions,"
-    "  array_agg(v.ciphertext order by v.column_name, v.effective_at desc nulls last,"
-    "  v.subject_token) as blobs, " + _VAULT_DIGEST + " as fingerprint"
+# events_from_json reads them) and the ciphertexts of the declared columns' newest values,
+# one per column, the only ones services/vault_reader.py decrypts (minimum necessary: at
+# 1M patients a first sync read 2.7M vault rows for 580,000 members, over half of them
+# older values from other sources). The digest still covers every row. Nothing is
+# decrypted here: vault_reader decrypts, for gated people only, and audits.
+_NEWEST = (
+    "row_number() over (partition by {person}v.column_name"
+    "  order by v.effective_at desc nulls last, v.subject_token) = 1 as newest"
 )
+_VAULT_AGGREGATES = (
+    "array_agg(v.subject_token order by v.column_name) filter (where v.newest) as subjects,"
+    "  array_agg(v.column_name order by v.column_name) filter (where v.newest) as columns,"
+    "  array_agg(v.key_version order by v.column_name) filter (where v.newest) as versions,"
+    "  array_agg(v.ciphertext order by v.column_name) filter (where v.newest) as blobs, "
+    + _VAULT_DIGEST
+    + " as fingerprint"
+)
+_VAULT_COLUMNS = "v.subject_token, v.column_name, v.key_version, v.ciphertext, v.effective_at"
 _MEMBER_INPUTS_SQL = (
     "select ch.person_token, coalesce(ev.events, '[]'),"
     "  coalesce(ch.fingerprint, c.fingerprint), ch.consent_fingerprint,"
@@ -802,10 +808,16 @@ _MEMBER_INPUTS_SQL = (
 )
 # The vault rows of a few changed members: probed through the indexes, member by member.
 _VAULT_PROBED = (
-    " left join lateral (select " + _VAULT_AGGREGATES + "  from landing.person_xref x"
+    " left join lateral (select "
+    + _VAULT_AGGREGATES
+    + "  from (select "
+    + _VAULT_COLUMNS
+    + ", "
+    + _NEWEST.format(person="")
+    + "  from landing.person_xref x"
     "  join vault.contact_fields v on v.subject_token = x.subject_token"
     "  where %(decrypt)s and x.person_token = ch.person_token"
-    "  and v.column_name = any(%(columns)s)) c on true"
+    "  and v.column_name = any(%(columns)s)) v) c on true"
 )
 # The vault rows of many: one pass over the vault, joined by hashing and grouped. The
 # members' subjects are found first (OFFSET 0 keeps the planner from merging that step
@@ -814,13 +826,17 @@ _VAULT_PROBED = (
 # then kept the members' rows (the largest audience's first sync at 1M, EXPLAIN ANALYZE:
 # its vault joins 8.6 -> 7.2 s).
 _VAULT_SCANNED = (
-    " left join (select x.person_token, " + _VAULT_AGGREGATES + "  from (select"
-    "  x.person_token, x.subject_token from sync_changed c2"
+    " left join (select v.person_token, " + _VAULT_AGGREGATES + "  from (select"
+    "  x.person_token, "
+    + _VAULT_COLUMNS
+    + ", "
+    + _NEWEST.format(person="x.person_token, ")
+    + "  from (select x.person_token, x.subject_token from sync_changed c2"
     "  join landing.person_xref x on x.person_token = c2.person_token"
     "  where c2.excluded_reason is null offset 0) x"
     "  join vault.contact_fields v on v.subject_token = x.subject_token"
-    "  where %(decrypt)s"
-    "  and v.column_name = any(%(columns)s) group by x.person_token) c using (person_token)"
+    "  where %(decrypt)s and v.column_name = any(%(columns)s)) v"
+    "  group by v.person_token) c using (person_token)"
 )
 # A probe costs about 40 times as much as scanning one vault row (at 1M patients, 16.6M
 # vault rows: 37 s to probe for 600,000 members, 27 s to scan and join), so the scan wins

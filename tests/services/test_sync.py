@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import services.sync as sync_module
 from domain.sync_diff import SYNC_MODES, diff_membership
+from sandbox.engine import DB_FILE
 from services.approvals import approve
 from services.sync import diff_in_sql, sync_audience
 from tests.services.conftest import client
@@ -128,6 +130,50 @@ def test_probing_and_scanning_the_vault_push_the_same_payloads(conn, cipher, san
     conn.commit()
     probed, scanned = both_ways()
     assert probed == scanned and probed != []
+
+
+def test_the_newest_value_of_each_field_across_a_persons_sources_is_pushed(
+    conn, cipher, sandbox, monkeypatch
+):
+    """The member query sends only the newest ciphertext of each declared field (the one
+    decrypted); whichever way it reads the vault, that is what is pushed, and the digest
+    still covers every row."""
+    add_people(conn, cipher, range(4))
+    # Person 1 has two more source subjects: one older, one newer than the seeded values.
+    for subject, age, email in (("s-old", "-2 days", "old@example.org"),
+                                ("s-new", "+1 day", "new@example.org")):  # fmt: skip
+        conn.execute(
+            "insert into landing.person_xref (subject_token, person_token) values (%s, %s)",
+            (subject, person(1)),
+        )
+        for column, value in (("email", email), ("given_name", f"Name-{subject}")):
+            version, blob = cipher.encrypt(subject, column, value)
+            conn.execute(
+                "insert into vault.contact_fields (subject_token, column_name, key_version,"
+                " ciphertext, effective_at) values (%s, %s, %s, %s, now() + %s::interval)",
+                (subject, column, version, blob, age),
+            )
+    conn.commit()
+    define_audience(conn, "flu", "treatment", range(4))
+    for destination, probes_per_scan in (("probed", 0), ("scanned", 10**9)):
+        monkeypatch.setattr(sync_module, "_PROBES_PER_SCAN", probes_per_scan)
+        engine = sandbox()
+        assert run(conn, engine, cipher, destination=destination, audience="flu").added == 4
+        with sqlite3.connect(engine.state_dir / DB_FILE) as sandbox_db:
+            pushed = sandbox_db.execute(
+                "select email, fields_json from members where external_id = ?", (person(1),)
+            ).fetchall()
+        assert pushed == [("new@example.org", '{"given_name":"Name-s-new"}')]
+    decrypted = conn.execute(
+        "select sum(row_count) from audit.events where action = 'vault_decrypt'"
+    ).fetchone()[0]
+    assert decrypted == 8  # 4 people, twice: one value per field each time
+    prints = conn.execute(
+        "select destination, source_fingerprint from activation.sync_state"
+        " where person_token = %s order by destination",
+        (person(1),),
+    ).fetchall()
+    assert prints[0][1] == prints[1][1] and prints[0][1].startswith("6:")  # all six rows
 
 
 def test_revoked_consent_removes_exactly_that_person(conn, cipher, sandbox):
