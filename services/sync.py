@@ -241,6 +241,10 @@ def sync_audience(
             next_since = window.epoch if window is not None else advance_clock(conn)
         # The member query sorts and aggregates per person; give it memory instead of disk.
         conn.execute("set work_mem = '256MB'")
+        # Only the ledger's intent must be on disk before a push (services/sync_push.py
+        # commits it durably, and with it every commit before); the rest - audit records,
+        # exclusions, fingerprints, run bookkeeping - waits for no disk flush.
+        conn.execute("set synchronous_commit = off")
         differ = SqlDiffer(conn, destination, audience, mode, leavers_sql=SYNC_LEAVERS)
         _stream_members(
             conn,
@@ -507,6 +511,11 @@ def _stream_members(
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
     with conn.cursor("sync_member_inputs", withhold=True) as cursor:
         cursor.execute(_member_inputs_sql(conn, changed - sum(cached.values())), params)
+        # The first commit after the DECLARE runs the whole query to keep its rows (seconds
+        # for a large audience). Here, not at the first chunk's commit: that one holds the
+        # audit chain's lock (the decryption's record), which the runs beside this one need
+        # for theirs. At 1M patients they waited 10 s in all for it.
+        conn.commit()
         while rows := cursor.fetchmany(chunk_size):
             allowed: dict[str, str | None] = {}
             chunk_prints: dict[str, Fingerprints] = {}
@@ -1090,6 +1099,7 @@ def _unlock(conn: psycopg.Connection, destination: str, audience: str) -> None:
         return
     conn.rollback()
     conn.execute("reset work_mem")
+    conn.execute("reset synchronous_commit")
     conn.execute(
         "select pg_advisory_unlock(%s, hashtext(%s))",
         (SYNC_LOCK_CLASS, f"{destination}/{audience}"),

@@ -24,7 +24,7 @@ import psycopg
 from connectors.email.base import EmailEngine, Member, MemberResult
 from connectors.email.errors import EngineError
 from connectors.warehouse.arrays import array_literal
-from connectors.warehouse.database import sibling_connection
+from connectors.warehouse.database import durable_commit, lazy_commits, sibling_connection
 
 if TYPE_CHECKING:
     from services.sync import AudienceDefinition, SyncResult
@@ -70,6 +70,7 @@ class BatchPusher:
         if self.concurrency > 1:
             self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync-push")
             self.conn = sibling_connection(conn)
+            lazy_commits(self.conn)
         self.writing = threading.Lock()  # one batch's statements at a time on self.conn
         self.inflight: deque[Future[None]] = deque()
 
@@ -183,7 +184,7 @@ class BatchPusher:
                         batch.hashes.get(person),
                     )
                 )
-        self.conn.commit()  # the intent is durable before anything leaves the building
+        durable_commit(self.conn)  # the intent is on disk before anything leaves the building
 
     def _acknowledge(self, batch: _Batch) -> None:
         results = batch.results or []

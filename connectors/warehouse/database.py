@@ -33,6 +33,24 @@ def sibling_connection(conn: psycopg.Connection) -> psycopg.Connection:
     return psycopg.connect(conn.info.dsn, **({"password": password} if password else {}))
 
 
+def lazy_commits(conn: psycopg.Connection) -> None:
+    """Let `conn`'s commits return before their WAL is on disk (PostgreSQL's asynchronous
+    commit), for work whose loss in a crash is recovered from: a crash can lose the last
+    fraction of a second of such commits, never corrupt anything, and every later
+    durable_commit - on any connection - flushes them with its own."""
+    conn.execute("set synchronous_commit = off")
+    conn.commit()
+
+
+def durable_commit(conn: psycopg.Connection) -> None:
+    """Commit and wait until the commit is on disk, whatever the session's setting: for
+    what must survive a crash before anything else happens (a sync's intent, written
+    before its push). The WAL is flushed in order, so every commit before this one, of
+    any session, is on disk with it."""
+    conn.execute("set local synchronous_commit = on")
+    conn.commit()
+
+
 def landing_table(entity: str) -> str:
     return f"landing.{entity}s"
 

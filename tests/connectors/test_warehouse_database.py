@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.warehouse.database import Warehouse
+from connectors.warehouse.database import Warehouse, durable_commit, lazy_commits
 from connectors.warehouse.embedded import tuning
 
 
@@ -116,3 +116,24 @@ def test_feedback_naming_a_rotated_token_lands_under_the_current_one(warehouse):
         conn.rollback()
     assert events == {"ev-1": "tok-c", "ev-2": "tok-c", "ev-3": "tok-z"}
     assert suppressions == {"su-1": "tok-c", "su-2": "tok-y"}
+
+
+def test_a_durable_commit_is_on_disk_on_a_connection_whose_commits_are_lazy(warehouse):
+    """sync's intent (services/sync_push.py) must be on disk before its push, though the
+    rest of the run's commits are lazy: durable_commit waits for the flush, for this
+    transaction only."""
+    with warehouse.connect() as conn:
+        conn.execute("create table if not exists public.durable_intent (n int)")
+        lazy_commits(conn)
+        conn.execute("insert into public.durable_intent values (1)")  # WAL-logged, unlike temp
+        (written,) = conn.execute("select pg_current_wal_insert_lsn()").fetchone()
+        durable_commit(conn)
+        flushed, setting = conn.execute(
+            "select pg_current_wal_flush_lsn() >= %s::pg_lsn,"
+            " current_setting('synchronous_commit')",
+            (written,),
+        ).fetchone()
+        conn.execute("drop table public.durable_intent")
+        conn.commit()
+    assert flushed  # the commit record (after `written`) is flushed with everything before
+    assert setting == "off"  # the session's own setting is back for the next transaction

@@ -72,6 +72,20 @@ def test_second_sync_with_no_changes_pushes_nothing(conn, cipher, sandbox):
     assert set(sent_counts(engine).values()) == {1}
 
 
+def test_a_run_gives_the_callers_connection_back_with_its_settings(conn, cipher, sandbox):
+    """A run makes its own commits lazy and its sorts large (services/sync.py); the caller's
+    session gets its own settings back, so its later commits are durable again."""
+    add_people(conn, cipher, range(10))
+    define_audience(conn, "flu", "treatment", range(10))
+    before = conn.execute("select current_setting('work_mem')").fetchone()
+    conn.commit()
+    assert run(conn, sandbox(), cipher).added == 10
+    settings = conn.execute(
+        "select current_setting('synchronous_commit'), current_setting('work_mem')"
+    ).fetchone()
+    assert settings == ("on", *before)
+
+
 def test_changed_field_is_an_update_and_the_engine_gets_it_once(conn, cipher, sandbox):
     add_people(conn, cipher, range(10))
     define_audience(conn, "flu", "treatment", range(10))
