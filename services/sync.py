@@ -509,8 +509,12 @@ def _stream_members(
         )
         done += sum(cached.values())
     # WITH HOLD: the cursor outlives the commits of the ledger writes between batches.
+    # Binary rows: the ciphertext arrays need no hex text on either side (at 1M patients
+    # the runs waited 10.8 s in all to fetch the members as text, 7.2 s in binary).
     with conn.cursor("sync_member_inputs", withhold=True) as cursor:
-        cursor.execute(_member_inputs_sql(conn, changed - sum(cached.values())), params)
+        cursor.execute(
+            _member_inputs_sql(conn, changed - sum(cached.values())), params, binary=True
+        )
         # The first commit after the DECLARE runs the whole query to keep its rows (seconds
         # for a large audience). Here, not at the first chunk's commit: that one holds the
         # audit chain's lock (the decryption's record), which the runs beside this one need
