@@ -258,12 +258,16 @@ class BatchPusher:
                     ),
                 )
                 known = [p for p in ok if batch.domains.get(p)]
-                # In token order: audiences syncing side by side (services/sync.py) may
-                # hold the same person, and rows locked in one order make one wait for the
-                # other instead of deadlocking.
+                # Only new or changed domains: ON CONFLICT locks (and so writes) every row
+                # it meets, even one it leaves as it was, and most people's domain is known
+                # from their other audiences. In token order: audiences syncing side by
+                # side (services/sync.py) may hold the same person, and rows locked in one
+                # order make one wait for the other instead of deadlocking.
                 conn.execute(
                     "insert into activation.recipient_domains (person_token, domain)"
-                    " select p, dm from unnest(%s::text[], %s::text[]) as t(p, dm) order by p"
+                    " select p, dm from unnest(%s::text[], %s::text[]) as t(p, dm)"
+                    " where not exists (select 1 from activation.recipient_domains r"
+                    "  where r.person_token = t.p and r.domain = t.dm) order by p"
                     " on conflict (person_token) do update set domain = excluded.domain,"
                     "  updated_at = now()"
                     " where activation.recipient_domains.domain <> excluded.domain",

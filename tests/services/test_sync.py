@@ -340,6 +340,20 @@ def test_recipient_domains_keep_the_domain_only(conn, cipher, sandbox):
         person(1): "clinic-mail.example",
         person(2): "example.org",
     }
+    # Pushed again (to another audience), a new address at another domain replaces the
+    # domain, and a known domain is not even locked: its row keeps no locker's xmax.
+    set_contact(conn, cipher, 2, "email", "p2@new-host.example")
+    conn.commit()
+    define_audience(conn, "flu_again", "treatment", range(3))
+    assert run(conn, sandbox(), cipher, audience="flu_again").added == 3
+    rows = {
+        p: (domain, unlocked)
+        for p, domain, unlocked in conn.execute(
+            "select person_token, domain, xmax::text::bigint = 0 from activation.recipient_domains"
+        )
+    }
+    assert rows[person(2)][0] == "new-host.example"
+    assert rows[person(0)] == ("example.org", True)
 
 
 def test_a_second_sync_of_the_same_audience_waits_its_turn(conn, sync_db, cipher, sandbox):
