@@ -65,7 +65,7 @@ from services.send_gate import (
 from services.sync_push import BatchPusher
 from services.sync_sql_diff import SqlDiffer, diff_in_sql
 from services.sync_window import ChangeWindow, find_touched, open_window
-from services.vault_reader import CipherRow, decrypt_contacts
+from services.vault_reader import NewestValues, decrypt_newest
 
 __all__ = [
     "AudienceDefinition",
@@ -525,8 +525,8 @@ def _stream_members(
             chunk_prints: dict[str, Fingerprints] = {}
             excluded: list[str] = []
             remembered: list[tuple[str, str, str, date]] = []
-            ciphertexts: list[CipherRow] = []
-            for person, events_json, source_fp, consent_fp, *vault in rows:
+            ciphertexts: list[NewestValues] = []
+            for person, events_json, source_fp, consent_fp, subjects, *newest in rows:
                 events = events_from_json(events_json)
                 decision = consent_state_on(events, definition.purpose, day)
                 if not decision.allowed:
@@ -538,8 +538,8 @@ def _stream_members(
                         )
                     continue
                 allowed[person] = decision.source_ref
-                if vault[0]:  # gated in: its ciphertexts go on to be decrypted
-                    ciphertexts.extend((person, *row) for row in zip(*vault, strict=True))
+                if subjects:  # gated in: its newest ciphertexts go on to be decrypted
+                    ciphertexts.append((person, subjects, *newest))
                 chunk_prints[person] = (source_fp or "", consent_fp, stable_until(events, day))
             done += len(rows)
             if blocked:
@@ -968,14 +968,14 @@ def _payloads(
     cipher: VaultCipher,
     definition: AudienceDefinition,
     people: list[str],
-    ciphertexts: list[CipherRow],
+    ciphertexts: list[NewestValues],
     columns: list[str],
 ) -> tuple[dict[str, dict[str, object]], dict[str, str]]:
     """Decrypt the declared columns of gated people (audited) and build DLP-checked payloads;
     also returns the people refused, with why (no address, or the DLP check)."""
     if not people:
         return {}, {}
-    contacts = decrypt_contacts(
+    contacts = decrypt_newest(
         conn, cipher, ciphertexts, columns, definition.purpose, f"sync {definition.audience}"
     )
     payloads: dict[str, dict[str, object]] = {}

@@ -54,12 +54,49 @@ def decrypt_contacts(
     for person, subject, column, key_version, blob in rows:
         if column in wanted and column not in contacts[person]:
             contacts[person][column] = cipher.decrypt(subject, column, key_version, blob)
+    _audit_read(conn, wanted, len(contacts), purpose, reason)
+    return contacts
+
+
+# A person's newest value of each column, as the sync's member query reads them: (person,
+# subject tokens, columns, key versions, ciphertexts), the arrays in step.
+NewestValues = tuple[str, Sequence[str], Sequence[str], Sequence[int], Sequence[bytes]]
+
+
+def decrypt_newest(
+    conn: psycopg.Connection,
+    cipher: VaultCipher,
+    members: Iterable[NewestValues],
+    columns: Iterable[str],
+    purpose: str,
+    reason: str,
+) -> dict[str, dict[str, str]]:
+    """decrypt_contacts for values the query already narrowed to the newest of each column
+    (one per column), kept in the arrays it read them in: no row per value is built (at
+    1M patients that cost a sync 2.5 s of its 35 s in Python)."""
+    wanted = sorted(set(columns))
+    named = set(wanted)
+    decrypt = cipher.decrypt
+    contacts = {
+        person: {
+            column: decrypt(subject, column, version, blob)
+            for subject, column, version, blob in zip(subjects, names, versions, blobs, strict=True)
+            if column in named
+        }
+        for person, subjects, names, versions, blobs in members
+    }
+    _audit_read(conn, wanted, len(contacts), purpose, reason)
+    return contacts
+
+
+def _audit_read(
+    conn: psycopg.Connection, wanted: list[str], people: int, purpose: str, reason: str
+) -> None:
     record_audit(
         conn,
         "vault_decrypt",
         f"vault.contact_fields[{','.join(wanted)}] for {reason}",
-        len(contacts),
+        people,
         purpose=purpose,
         role="hub_sender",
     )
-    return contacts
