@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.retries import IO_RETRY
 from pipelines.resources import EmailEngineResource, PrivacyResource, WarehouseResource
-from services.sync import reserve_temp_buffers, sync_audiences
+from services.sync import sync_audiences
 
 
 class SyncConfig(dg.Config):
@@ -39,7 +39,6 @@ def audience_syncs(
     totals = {"added": 0, "updated": 0, "removed": 0, "excluded": 0, "rejected": 0}
     per_audience = {}
     with warehouse.warehouse().connect() as conn:
-        reserve_temp_buffers(conn)  # for audiences synced one by one on this connection
         audiences = config.audiences or [
             name
             for (name,) in conn.execute(

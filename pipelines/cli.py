@@ -145,14 +145,13 @@ def sync(
     4 alert (the engine rejected more than --max-reject-share of the rows).
     """
     from pipelines.definitions import resources
-    from services.sync import last_dry_run, reserve_temp_buffers, sync_audience
+    from services.sync import last_dry_run, sync_audience
 
     engine_resource = resources()["email_engine"]
     warehouse = _warehouse()
     confirm = not (dry_run or yes or as_json) and _interactive()
     try:
         with warehouse.connect() as conn, _sync_progress(enabled=not as_json) as progress:
-            reserve_temp_buffers(conn)
 
             def run(preview: bool):
                 return sync_audience(

@@ -200,6 +200,7 @@ def sync_audience(
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be 1..{MAX_BATCH}")
     started = time.monotonic()
+    _reserve_temp_buffers(conn)
     day = day or datetime.now(UTC).date()
     definition = audience_definition(conn, audience)
     segment = current_definition(conn, audience, manifest_path)
@@ -360,7 +361,7 @@ def _in_lanes(
     free: queue.SimpleQueue[tuple[psycopg.Connection, ChangeWindow]] = queue.SimpleQueue()
     with ExitStack() as stack:
         for _ in range(lanes):
-            free.put((stack.enter_context(sync_connection(conn)), ChangeWindow(window.epoch)))
+            free.put((stack.enter_context(sibling_connection(conn)), ChangeWindow(window.epoch)))
 
         def run(audience: str) -> SyncResult:
             lane, lane_window = free.get()  # one is free whenever a pool thread starts a run
@@ -391,17 +392,13 @@ def _in_lanes(
 SYNC_TEMP_BUFFERS = "256MB"
 
 
-def reserve_temp_buffers(conn: psycopg.Connection) -> None:
-    """Room for the sync's temp tables, on a connection that has used none yet."""
-    conn.execute(f"set temp_buffers = '{SYNC_TEMP_BUFFERS}'")  # a constant, never input
+def _reserve_temp_buffers(conn: psycopg.Connection) -> None:
+    """Room for the sync's temp tables, when the session has used none yet (it has no temp
+    schema): the first run on a connection sets it, whoever opened the connection."""
+    (unused,) = conn.execute("select pg_my_temp_schema() = 0").fetchone()
+    if unused:
+        conn.execute(f"set temp_buffers = '{SYNC_TEMP_BUFFERS}'")  # a constant, never input
     conn.commit()
-
-
-def sync_connection(conn: psycopg.Connection) -> psycopg.Connection:
-    """A new connection to `conn`'s database for sync runs, with room for their temp tables."""
-    lane = sibling_connection(conn)
-    reserve_temp_buffers(lane)
-    return lane
 
 
 def _largest_first(conn: psycopg.Connection, audiences: list[str]) -> list[str]:

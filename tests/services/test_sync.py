@@ -86,6 +86,25 @@ def test_a_run_gives_the_callers_connection_back_with_its_settings(conn, cipher,
     assert settings == ("on", *before)
 
 
+def test_a_run_gives_its_temp_tables_room_on_a_connection_that_has_used_none(
+    conn, sync_db, cipher, sandbox
+):
+    """Temp buffers can be set only before a session's first temp table: a run sets them on
+    a fresh connection, and runs on a connection with temp tables go on without them."""
+    add_people(conn, cipher, range(5))
+    define_audience(conn, "flu", "treatment", range(5))
+    conn.commit()
+    engine = sandbox()
+    with sync_db.connect() as fresh:
+        default = fresh.execute("select current_setting('temp_buffers')").fetchone()
+        assert run(fresh, engine, cipher).added == 5
+        assert fresh.execute("select current_setting('temp_buffers')").fetchone() == ("256MB",)
+        set_contact(conn, cipher, 1, "email", "p1@new-host.example")
+        conn.commit()
+        assert run(fresh, engine, cipher).updated == 1  # its temp tables exist by now
+    assert default != ("256MB",)
+
+
 def test_changed_field_is_an_update_and_the_engine_gets_it_once(conn, cipher, sandbox):
     add_people(conn, cipher, range(10))
     define_audience(conn, "flu", "treatment", range(10))
