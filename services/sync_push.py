@@ -38,7 +38,6 @@ class _Batch:
     hashes: dict[str, str]
     domains: dict[str, str]
     prints: dict[str, tuple[str, str, date]] = field(default_factory=dict)
-    results: list[MemberResult] | None = None
 
 
 class BatchPusher:
@@ -130,9 +129,9 @@ class BatchPusher:
         """One batch: its ledger rows committed, then the engine, then the acknowledgement."""
         with self.writing:
             self._ledger_pending(batch, refs)
-        batch.results = call()
+        results = call()
         with self.writing:
-            self._acknowledge(batch)
+            self._acknowledge(batch, results)
 
     def finish(self) -> None:
         error: BaseException | None = None
@@ -186,8 +185,7 @@ class BatchPusher:
                 )
         durable_commit(self.conn)  # the intent is on disk before anything leaves the building
 
-    def _acknowledge(self, batch: _Batch) -> None:
-        results = batch.results or []
+    def _acknowledge(self, batch: _Batch, results: list[MemberResult]) -> None:
         if len(results) != len(batch.people):
             raise EngineError(f"{batch.operation}: the engine answered for a different batch")
         ok: list[str] = []
