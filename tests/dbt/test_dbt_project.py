@@ -24,6 +24,7 @@ from connectors.warehouse.changes import CHANGE_LOCK, advance_clock
 from connectors.warehouse.database import Warehouse
 from connectors.warehouse.embedded import stop_embedded
 from domain.consent import PURPOSES, ConsentEvent, consent_state_on
+from services.send_gate import events_from_json
 from services.sync import _MEMBERSHIP_IS_UNIQUE as MEMBERSHIP_IS_UNIQUE
 
 DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
@@ -837,6 +838,35 @@ def test_consent_digests_cover_every_person_and_follow_their_events(built: Built
     assert len(set(digests.values())) == len(digest_of_events)
 
 
+def test_consent_digests_keep_each_persons_events_as_the_send_gate_reads_them(
+    built: Built,
+) -> None:
+    """int_consent_digests.events: every event of the person, ordered by its columns (nulls
+    last), in the shape services.send_gate.events_from_json reads (the send step's member
+    query takes them from here)."""
+    events = defaultdict(list)
+    for person, *event in built.rows(
+        "select person_token, event_type, effective_on, purpose, expires_on, source_ref"
+        " from intermediate.int_consent_events"
+    ):
+        events[person].append(ConsentEvent(*event))
+    kept = dict(built.rows("select person_token, events from intermediate.int_consent_digests"))
+    assert kept.keys() == events.keys()
+
+    def order(e: ConsentEvent) -> tuple:
+        return (
+            e.effective_on,
+            e.event_type,
+            (e.purpose is None, e.purpose or ""),
+            (e.expires_on is None, e.expires_on or date.min),
+            (e.source_ref is None, e.source_ref or ""),
+        )
+
+    assert {p: events_from_json(kept[p]) for p in kept} == {
+        p: sorted(rows, key=order) for p, rows in events.items()
+    }
+
+
 def test_membership_is_unique_as_the_send_step_expects(built: Built) -> None:
     """The send step reads members as dbt wrote them when a unique index makes each member
     appear once per audience (services/sync.py); without it, it drops duplicates itself."""
@@ -892,6 +922,19 @@ def test_a_rebuild_rewrites_and_stamps_only_the_consent_digests_that_changed(
     assert {p for p in restored if restored[p] != extended[p]} == {person}
     assert restored[person] == (before[person][0], restored[person][1])
     assert restored[person][1] > extended[person][1]
+    # A row kept from before the digests carried the events gets them at the next build.
+    with built.warehouse.connect() as conn:
+        conn.execute(
+            "update intermediate.int_consent_digests set events = null where person_token = %s",
+            (person,),
+        )
+    backfilled = rebuild_after(None)
+    assert {p for p in backfilled if backfilled[p] != restored[p]} == {person}
+    assert built.rows(
+        "select events is not null and events <> '[]' from intermediate.int_consent_digests"
+        " where person_token = %s",
+        (person,),
+    ) == [(True,)]
 
 
 def test_engagement_aggregates_exclude_machine_opens(built: Built) -> None:

@@ -45,10 +45,11 @@ create index if not exists int_consent_events_person
     on intermediate.int_consent_events (person_token);
 -- dbt's digest table, kept current with the events the tests write as the incremental model
 -- keeps it (dbt_project/models/intermediate/consent/int_consent_digests.sql): after each
--- statement on the events, changed digests are rewritten and stamped with the change clock's
--- epoch under its shared lock.
+-- statement on the events, changed digests (with the events beside them) are rewritten and
+-- stamped with the change clock's epoch under its shared lock.
 create table if not exists intermediate.int_consent_digests (
-    person_token text primary key, events_digest text not null, change_epoch bigint
+    person_token text primary key, events_digest text not null, events text,
+    change_epoch bigint
 );
 create index if not exists int_consent_digests_epoch
     on intermediate.int_consent_digests (change_epoch);
@@ -56,17 +57,23 @@ create or replace function intermediate.refresh_consent_digests() returns trigge
 language plpgsql as $$
 begin
     perform pg_advisory_xact_lock_shared(7262007, 0);
-    insert into intermediate.int_consent_digests (person_token, events_digest, change_epoch)
+    insert into intermediate.int_consent_digests
+        (person_token, events_digest, events, change_epoch)
     select coalesce(fresh.person_token, kept.person_token),
-        coalesce(fresh.events_digest, '0:'), (select epoch from activation.change_clock)
+        coalesce(fresh.events_digest, '0:'), coalesce(fresh.events, '[]'),
+        (select epoch from activation.change_clock)
     from (select person_token, count(*)::text || ':' || sum(hashtextextended(
             row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0))::text
-            as events_digest
+            as events_digest,
+            json_agg(json_build_array(event_type, effective_on, purpose, expires_on,
+                source_ref) order by effective_on, event_type, purpose, expires_on,
+                source_ref)::text as events
         from intermediate.int_consent_events group by person_token) fresh
     full join intermediate.int_consent_digests kept on kept.person_token = fresh.person_token
     where kept.events_digest is distinct from coalesce(fresh.events_digest, '0:')
     on conflict (person_token) do update
-    set events_digest = excluded.events_digest, change_epoch = excluded.change_epoch;
+    set events_digest = excluded.events_digest, events = excluded.events,
+        change_epoch = excluded.change_epoch;
     return null;
 end;
 $$;

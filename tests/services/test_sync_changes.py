@@ -290,3 +290,52 @@ def test_a_pass_that_adds_many_members_refreshes_the_statistics_the_next_plans_u
         conn, client(engine), cipher, ["flu"], destination="sandbox", day=TODAY
     )
     assert result.removed == 3 and planned_rows() == 6  # fewer than 5 written: not analysed
+
+
+def test_the_gate_reads_the_events_dbt_keeps_beside_each_digest(conn, cipher, sandbox):
+    """The member query takes a member's consent events from int_consent_digests, as dbt
+    wrote them with the digest, instead of aggregating int_consent_events again."""
+    add_people(conn, cipher, range(3))
+    define_audience(conn, "flu", "treatment", range(3))
+    conn.execute(
+        "update intermediate.int_consent_digests set events = %s where person_token = %s",
+        ('[["deny", "2025-01-01", "treatment", null, "kept-deny"]]', person(1)),
+    )
+    conn.commit()
+    result = run(conn, sandbox(), cipher)
+    assert result.added == 2 and result.excluded_by_reason == {"denied": 1}
+
+
+def test_members_without_kept_events_are_gated_on_their_modelled_events(conn, cipher, sandbox):
+    """Digest rows written before dbt kept the events (null), or a table without the column
+    at all: the events are aggregated from int_consent_events as they were before."""
+    add_people(conn, cipher, range(4))
+    define_audience(conn, "flu", "treatment", range(4))
+    revoke(conn, 2, "treatment", TODAY - dt.timedelta(days=1))
+    conn.execute("update intermediate.int_consent_digests set events = null")
+    conn.commit()
+    engine = sandbox()
+    first = run(conn, engine, cipher)
+    assert first.added == 3 and first.excluded_by_reason == {"revoked": 1}
+    conn.execute("alter table intermediate.int_consent_digests rename events to events_later")
+    try:
+        second = run(conn, engine, cipher, destination="other")
+        assert second.added == 3 and second.excluded_by_reason == {"revoked": 1}
+    finally:
+        conn.rollback()
+        conn.execute("alter table intermediate.int_consent_digests rename events_later to events")
+        conn.commit()
+
+
+def test_a_live_suppression_counts_beside_the_kept_events(conn, cipher, sandbox):
+    """A suppression the engine reported after dbt ran (not in the kept events) still gates."""
+    add_people(conn, cipher, range(3))
+    define_audience(conn, "flu", "treatment", range(3))
+    conn.execute(
+        "insert into engagement.suppressions (event_id, destination, person_token, event_type,"
+        " effective_at) values ('evt-bounce-0', 'sandbox', %s, 'hard_bounce', %s)",
+        (person(0), dt.datetime(2025, 1, 2, tzinfo=dt.UTC)),
+    )
+    conn.commit()
+    result = run(conn, sandbox(), cipher)
+    assert result.added == 2 and result.excluded_by_reason == {"hard_bounced": 1}
