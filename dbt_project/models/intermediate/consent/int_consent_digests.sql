@@ -21,7 +21,8 @@
     fixed order), so a sync reads one row per member instead of aggregating their events
     again for every audience (at 1M patients 2-3 s of the largest audience's first sync).
     Rows kept from before the column existed get theirs at a later build (the first build
-    adds the column, the next fills it); until then the send step aggregates their events.
+    adds the column, the next fills it, stamped, so each audience's next sync compares
+    those members' consent digests once); until then the send step aggregates their events.
 
     Built after audience_exclusions (the depends_on below), though it reads only the
     events: dbt hands models to its threads in the order they become ready, and models that
