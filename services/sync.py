@@ -49,7 +49,7 @@ from connectors.email.errors import EngineError
 from connectors.warehouse.arrays import array_literal
 from connectors.warehouse.audit import record_audit
 from connectors.warehouse.changes import advance_clock
-from connectors.warehouse.database import sibling_connection
+from connectors.warehouse.database import lazy_commits, sibling_connection
 from domain.consent import consent_state_on
 from domain.send_dlp import check_payload
 from domain.sync_diff import SYNC_MODES, payload_hash
@@ -245,7 +245,7 @@ def sync_audience(
         # Only the ledger's intent must be on disk before a push (services/sync_push.py
         # commits it durably, and with it every commit before); the rest - audit records,
         # exclusions, fingerprints, run bookkeeping - waits for no disk flush.
-        conn.execute("set synchronous_commit = off")
+        lazy_commits(conn)
         differ = SqlDiffer(conn, destination, audience, mode, leavers_sql=SYNC_LEAVERS)
         _stream_members(
             conn,
