@@ -80,9 +80,11 @@ def test_json_written_with_spaces_and_aliases_is_mapped_in_bulk_too():
         {"event_type": "öffnen"},
     ],
 )
-def test_other_shapes_take_the_row_by_row_way_with_its_results(odd):
+@pytest.mark.parametrize("spaced", [False, True])
+def test_other_shapes_take_the_row_by_row_way_with_its_results(odd, spaced):
     rows = [dict(COMMON[0], event_id=f"y{i}") for i in range(3)] + [{**COMMON[1], **odd}]
-    lines = [orjson.dumps(row) for row in rows]
+    dump = (lambda row: json.dumps(row).encode()) if spaced else orjson.dumps
+    lines = [dump(row) for row in rows]
     assert block_events(lines, None, _columns, KIND_BY_NAME) is None
     try:
         expected = row_by_row(lines, None)

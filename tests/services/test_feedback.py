@@ -205,12 +205,22 @@ def test_values_copy_needs_to_quote_are_stored_as_they_are(conn):
     assert store_events(conn, "sandbox", batch).new == len(odd)
     stored = dict(conn.execute("select event_id, audience from engagement.events"))
     assert stored == {f"id-{value}": value or None for value in odd}
-    # A token with a line break is looked up for its domain all the same.
-    conn.execute("insert into activation.recipient_domains values ('odd\ntoken', 'x.example')")
-    store_events(conn, "sandbox", [EngineEvent("id-odd", "open", "odd\ntoken", None, SENT_AT)],
-                 min_domain_persons=1)  # fmt: skip
-    domain = "select recipient_domain from engagement.events where person_token = 'odd\ntoken'"
-    assert conn.execute(domain).fetchone() == ("x.example",)
+    # Tokens with a line break or a quote are looked up for their domains all the same:
+    # through the key (11 people against a table of 202 rows), or all read at once (27).
+    odd_tokens = ["odd\ntoken", 'quo"ted, token']
+    conn.execute(
+        "insert into activation.recipient_domains select unnest(%s::text[]), 'x.example'"
+        " union all select 'filler-' || i, 'y.example' from generate_series(1, 200) i",
+        (odd_tokens,),
+    )
+    for many in (False, True):
+        others = [person(i) for i in range(25 if many else 9)]
+        events = [EngineEvent(f"id-{many}-{who}", "open", who, None, SENT_AT)
+                  for who in [*odd_tokens, *others]]  # fmt: skip
+        store_events(conn, "sandbox", events, min_domain_persons=1)
+    domain = "select distinct recipient_domain from engagement.events where person_token = %s"
+    for token in odd_tokens:
+        assert conn.execute(domain, (token,)).fetchall() == [("x.example",)]
 
 
 def write_pages(conn, pages: int, min_domain_persons: int, also: tuple[str, ...] = ()):
@@ -228,9 +238,10 @@ def write_pages(conn, pages: int, min_domain_persons: int, also: tuple[str, ...]
 
 @pytest.mark.parametrize("analysed", [False, True])
 def test_domains_are_looked_up_once_per_person_across_pages(conn, analysed):
-    """Through the key while the pages bring few people for the size of the table (or its
-    size is unknown); all at once when a page brings many (here the first page's 21 people
-    against the table's 40 rows), and then never again."""
+    """All at once when a page brings many people for the size of the table (here the first
+    page's 21 people against the table's 40 rows, as estimated once analysed, or counted
+    before), and then never again: people not read then have no domain, and the writer
+    remembers no more of them."""
     conn.execute(
         "insert into activation.recipient_domains (person_token, domain)"
         " select 'p' || i, case when i % 2 = 0 then 'example.org' else 'rare' || i || '.example'"
@@ -242,13 +253,33 @@ def test_domains_are_looked_up_once_per_person_across_pages(conn, analysed):
         conn.commit()
     writer, result = write_pages(conn, 4, min_domain_persons=10, also=("nobody",))
     assert result.new == 84
-    assert writer._all_known == analysed
+    assert writer._all_known
     known = writer._known
-    assert known.height == known["person_token"].n_unique() == 51
+    assert known.height == known["person_token"].n_unique() == 41  # the table and "nobody"
     recorded = dict(conn.execute("select person_token, recipient_domain from engagement.events"))
     assert recorded["nobody"] is None
+    assert {recorded[f"p{i}"] for i in range(40, 50)} == {None}
     assert {recorded[f"p{i}"] for i in range(0, 40, 2)} == {"example.org"}
     assert {recorded[f"p{i}"] for i in range(1, 40, 2)} == {"other"}
+
+
+def test_the_probes_of_a_readback_add_up_to_one_read_of_every_domain(conn):
+    """Pages of few people each are looked up through the key until their probes would add
+    up to reading the whole table (ten rows a probe): the next page reads it all at once."""
+    conn.execute(
+        "insert into activation.recipient_domains (person_token, domain)"
+        " select 'p' || i, 'example.org' from generate_series(0, 299) as i"
+    )
+    conn.execute("analyze activation.recipient_domains")
+    conn.commit()
+    writer, _ = write_pages(conn, 1, min_domain_persons=1)  # 20 people: 200 < 300 rows
+    assert not writer._all_known and writer._probed == 20
+    # Another readback from the start (its first page stored already): 10 more people on
+    # its second page make 300.
+    writer, result = write_pages(conn, 3, min_domain_persons=1)
+    assert writer._all_known and result.new == 40
+    domains = conn.execute("select distinct recipient_domain from engagement.events").fetchall()
+    assert domains == [("example.org",)]
 
 
 def test_the_domain_memory_starts_again_when_full_without_losing_a_page(conn, monkeypatch):
