@@ -357,8 +357,10 @@ class EventWriter:
             known, unseen = known.clear(), distinct["person_token"]  # bounded memory
             self._probed = 0
         settle()
+        # Read them all when that is the cheaper way, and only if they fit in the memory.
+        probes = (self._probed + unseen.len()) * PROBE_COST
         with self.conn.transaction():  # its own: the page is stored in another
-            if self._domain_rows_within((self._probed + unseen.len()) * PROBE_COST):
+            if self._domain_rows_within(min(probes, MAX_KNOWN_DOMAINS)):
                 found = self._all_domains()  # everyone known so far included
                 known, unseen, self._all_known = known.clear(), distinct["person_token"], True
             else:

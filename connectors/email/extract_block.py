@@ -150,10 +150,9 @@ def _string_values(data: bytes) -> int | None:
     """How many `":` pairs there are, if every one is followed by `"` or `' "'` and no colon
     follows white space (a space, tab or carriage return after a key, which polars would
     accept and then turn the number after it into text; inside a string it only costs the
-    row-by-row way); else None. Vectorized over the bytes with numpy, which holds the GIL
-    for none of it: the same checks as `bytes.count` and `in` took a pass over the data
-    each, four times as long, and held the GIL throughout, stalling the threads that
-    prepare and store the pages before."""
+    row-by-row way); else None. Vectorized with numpy: the `bytes.count` and `in` passes
+    it replaces took four times as long (60 ms for 100,000 events), holding the GIL
+    throughout while the threads preparing and storing the pages before waited for it."""
     view = np.frombuffer(data, np.uint8)
     colons = np.flatnonzero(view[1:] == _COLON) + 1  # a colon first has no key before it
     before = view[colons - 1]
