@@ -148,13 +148,11 @@ def _csv_batches(uri: str, mapping: CrmMapping) -> Iterator[RawBatch]:
 
 
 def _arrow_csv(uri: str, mapping: CrmMapping, header: list[str]) -> Iterator[pa.RecordBatch]:
-    """Record batches from pyarrow; raises _Fallback (before yielding a tainted batch)."""
-    invalid: list[int] = []
+    """Record batches from pyarrow; raises _Fallback (before yielding a tainted batch).
 
-    def on_invalid(row: Any) -> str:
-        invalid.append(1)
-        return "skip"
-
+    A row with the wrong number of fields stops the read with ArrowInvalid (a fallback):
+    no `invalid_row_handler`, which pyarrow calls with the row decoded as UTF-8 and, for a
+    row that is not, prints the UnicodeDecodeError's traceback to stderr on its way."""
     name = codecs.lookup(mapping.encoding).name
     read_options = pa_csv.ReadOptions(
         use_threads=True,
@@ -166,7 +164,6 @@ def _arrow_csv(uri: str, mapping: CrmMapping, header: list[str]) -> Iterator[pa.
         quote_char=mapping.quote_char,
         newlines_in_values=True,
         ignore_empty_lines=True,
-        invalid_row_handler=on_invalid,
     )
     convert_options = pa_csv.ConvertOptions(
         column_types={h: pa.string() for h in header},
@@ -179,12 +176,7 @@ def _arrow_csv(uri: str, mapping: CrmMapping, header: list[str]) -> Iterator[pa.
             reader = pa_csv.open_csv(source, read_options, parse_options, convert_options)
             if reader.schema.names != header:
                 raise _Fallback  # pyarrow read the header differently: trust the csv module
-            for batch in reader:
-                if invalid:
-                    raise _Fallback
-                yield batch
-            if invalid:
-                raise _Fallback
+            yield from reader
         except (pa.ArrowInvalid, UnicodeDecodeError):
             raise _Fallback from None
 
