@@ -54,10 +54,21 @@ create table marts.audience_membership (audience text, person_token text, purpos
     consent_ref text, evaluated_on date, primary key (audience, person_token));
 create table intermediate.int_consent_events (person_token text not null, purpose text,
     event_type text not null, effective_on date not null, expires_on date, source_ref text);
-create or replace view intermediate.int_consent_digests as
+"""
+# dbt's digest per person (dbt_project/models/intermediate/consent/int_consent_digests.sql),
+# with the events as the send gate reads them, built once the events are seeded; stamped
+# with epoch 0, as a full build before the first sync leaves them.
+DIGESTS = """
+create table intermediate.int_consent_digests as
 select person_token, count(*)::text || ':' || sum(hashtextextended(
-    row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0))::text as events_digest
+        row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0))::text
+        as events_digest,
+    json_agg(json_build_array(event_type, effective_on, purpose, expires_on, source_ref)
+        order by effective_on, event_type, purpose, expires_on, source_ref)::text as events,
+    0::bigint as change_epoch
 from intermediate.int_consent_events group by person_token;
+alter table intermediate.int_consent_digests add primary key (person_token);
+create index on intermediate.int_consent_digests (change_epoch);
 """
 
 
@@ -122,6 +133,7 @@ def seed(warehouse: Warehouse, cipher, n: int) -> float:
                 cp.write_row((person(i), None, "opt_in", dt.date(2025, 1, 1), f"o{i}"))
                 cp.write_row((person(i), "treatment", "permit", dt.date(2025, 1, 1), f"c{i}"))
         cur.execute("create index on intermediate.int_consent_events (person_token)")
+        cur.execute(DIGESTS)
         with cur.copy("copy marts.audience_membership (audience, person_token) from stdin") as cp:
             for i in range(n):
                 cp.write_row((AUDIENCE, person(i)))
