@@ -227,9 +227,9 @@ class EventWriter:
     the COPY fails as a whole (a savepoint) and the page goes the idempotent way: COPY into
     a temp table, then one INSERT ... ON CONFLICT DO NOTHING, which waits for that writer and
     skips its ids. From then on the writer first looks up which ids of a page are stored,
-    and COPYs only the others. Pages are handled column-wise (polars) from end to end:
-    building, escaping and sending them row by row in Python cost more of the client's time
-    than PostgreSQL spent storing them.
+    and COPYs only the others. Pages are handled column-wise from end to end (polars, and
+    Arrow's CSV writer for the COPY): building, escaping and sending them row by row in
+    Python cost more of the client's time than PostgreSQL spent storing them.
     """
 
     def __init__(self, conn: psycopg.Connection, destination: str, min_domain_persons: int) -> None:
