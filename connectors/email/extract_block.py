@@ -96,9 +96,9 @@ def block_events(
         audience=text("audience_id"),
         machine_given=_machine_open(frame),
     )
-    external, given_type, event_type, bounce_given, occurred, event_id, audience = (
-        pl.col(name) for name in fields.columns[:7]
-    )
+    external, given_type = pl.col("external"), pl.col("given_type")
+    event_type, bounce_given = pl.col("event_type"), pl.col("bounce_given")
+    occurred, event_id, audience = pl.col("occurred"), pl.col("event_id"), pl.col("audience")
     fields = fields.with_columns(mapped=(external != "") & (event_type != ""))
     mapped = pl.col("mapped")
     bounce = bounce_given.str.to_lowercase()
