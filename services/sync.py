@@ -884,10 +884,14 @@ _VAULT_SCANNED = (
 # first sync of all audiences, alternating runs: 66.6 and 66.6 s before, 64.0 and 66.3 s.
 SYNC_WORK_MEM = "256MB"
 SCAN_WORK_MEM = "1GB"
-# A probe costs about 40 times as much as scanning one vault row (at 1M patients, 16.6M
-# vault rows: 37 s to probe for 600,000 members, 27 s to scan and join), so the scan wins
-# once the members to read exceed a fortieth of the vault's rows.
-_PROBES_PER_SCAN = 40
+# A probe costs about as much as scanning 100 vault rows, so the scan wins once the members
+# to read exceed a hundredth of the vault's rows. Measured at 1M patients (16.6M vault rows),
+# the member query alone, EXPLAIN ANALYZE: probing took 4.5-5.6 s for 119,500 members and
+# 12.8-14.0 s for 298,900; scanning 5.9-6.2 s, 8.5-8.7 s, and 14.4 s for 597,700 (the scan
+# pays a fixed ~3 s to read the vault and hash its links, then ~15-20 µs a member; a probe
+# ~40-47 µs). The fortieth used before was measured before the scan had its own sort memory
+# and join order, and made audiences of 166,000-415,000 members probe at up to 1.6x the cost.
+_PROBES_PER_SCAN = 100
 
 
 def _member_inputs_sql(conn: psycopg.Connection, members: int) -> tuple[str, bool]:
