@@ -24,9 +24,11 @@ from datetime import date
 from typing import NamedTuple
 
 PURPOSES = ("treatment", "marketing", "fundraising", "plan_benefits")
+SUPPRESSION_EVENTS = ("hard_bounce", "complaint")
+# Event kinds in order of precedence among those of one effective date: the most
+# restrictive last.
 AUTHORIZATION_EVENTS = ("permit", "deny")
 CHANNEL_EVENTS = ("opt_in", "opt_out", "unsubscribe")
-SUPPRESSION_EVENTS = ("hard_bounce", "complaint")
 
 # Purposes that need an explicit, unexpired permit; the others are allowed until denied.
 NEEDS_PERMIT = {"marketing": True, "plan_benefits": True, "fundraising": False, "treatment": False}
@@ -55,9 +57,8 @@ class ConsentDecision:
     source_ref: str | None = None
 
 
-# Which event wins among those of one effective date: the most restrictive.
-_CHANNEL_PRECEDENCE = {"opt_in": 0, "opt_out": 1, "unsubscribe": 2}
-_AUTHORIZATION_PRECEDENCE = {"permit": 0, "deny": 1}
+_CHANNEL_PRECEDENCE = {kind: rank for rank, kind in enumerate(CHANNEL_EVENTS)}
+_AUTHORIZATION_PRECEDENCE = {kind: rank for rank, kind in enumerate(AUTHORIZATION_EVENTS)}
 
 
 def consent_state_on(
