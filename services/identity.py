@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -86,10 +87,16 @@ def _subjects_query(policy: FieldPolicy) -> str:
 
 
 def _fetched(cursor: psycopg.ServerCursor) -> Iterator[tuple]:
-    """The cursor's rows, KEYS_PER_FETCH at a time: fetchmany builds each batch in C, where
-    iterating the cursor costs a Python call per row (3.7 us a key at 1M patients)."""
-    while rows := cursor.fetchmany(KEYS_PER_FETCH):
-        yield from rows
+    """The cursor's rows, KEYS_PER_FETCH at a time, the next batch fetched while the caller
+    works through this one: PostgreSQL computes a server-side cursor's rows only when asked,
+    so fetching in turn left it idle while resolution ran and resolution idle while it read
+    (fetchmany also builds each batch in C, where iterating the cursor costs a Python call
+    per row: 3.7 us a key at 1M patients)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resolve-fetch") as fetcher:
+        batch = fetcher.submit(cursor.fetchmany, KEYS_PER_FETCH)
+        while rows := batch.result():
+            batch = fetcher.submit(cursor.fetchmany, KEYS_PER_FETCH)
+            yield from rows
 
 
 def _column(conn: psycopg.Connection, query: str) -> Iterator[str]:
