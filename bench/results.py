@@ -118,7 +118,7 @@ class Results:
                 self.data[kind].setdefault(key, value)
         for step, size in added:
             reason = self.data["skipped"].get(step, {}).get(size)
-            if reason:
+            if reason and not reason.endswith("measured by the supplementary run"):
                 self.data["skipped"][step][size] = f"{reason}; measured by the supplementary run"
         measured = {(k, s) for k, per in self.data["figures"].items() for s in per}
         for key in list(self.data["errors"]):
