@@ -3,8 +3,9 @@
 Parsing and protection are pure Python: in the loading process they held the GIL against
 the writer thread and left the second core to PostgreSQL alone (at 100k patients the FHIR
 load spent 35 s of client CPU on one core beside 23 s of PostgreSQL's). A read worker does
-that work on its own core and sends the loader full row batches, in the order the
-in-process reader would have handed them to the writer, so the load's outcome is the same.
+that work on its own core and sends the loader full row batches (encoded for COPY, ready to
+write: copy_payload.py), in the order the in-process reader would have handed them to the
+writer, so the load's outcome is the same.
 
 The worker is a fresh interpreter (`python -m connectors.warehouse.read_worker`), not a
 fork: a copy of a loader with threads, connections and Dagster in it could inherit a held
@@ -29,6 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from connectors.warehouse.copy_payload import binary_copy_payload
 from connectors.warehouse.row_batches import RowBatches
 
 # Files smaller than this are read in the loading process: a worker's start (~0.7 s of CPU)
@@ -126,14 +128,17 @@ class WorkerRead:
 
 
 class _PipeRows(RowBatches):
-    """The worker's row batches: each full batch goes to the loader as one message."""
+    """The worker's row batches: each full batch goes to the loader as one message, encoded
+    for COPY here (copy_payload.py) so the loading process need not decode and re-encode
+    every row."""
 
-    def __init__(self, pipe: Connection, batch_rows: int) -> None:
+    def __init__(self, pipe: Connection, batch_rows: int, types: dict[str, list[int]]) -> None:
         super().__init__(batch_rows)
         self.pipe = pipe
+        self.types = types
 
     def submit(self, target: str, rows: list[tuple]) -> None:
-        self.send(("rows", target, rows))
+        self.send(("rows", target, binary_copy_payload(rows, self.types[target])))
 
     def send(self, message: tuple) -> None:
         self.pipe.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
@@ -162,8 +167,8 @@ def _run(job: bytes, out: Connection) -> None:
     from connectors.warehouse import loader
 
     try:
-        reader, protector, file_id, source, batch_rows = pickle.loads(job)
-        sink = _PipeRows(out, batch_rows)
+        reader, protector, file_id, source, batch_rows, types = pickle.loads(job)
+        sink = _PipeRows(out, batch_rows, types)
         result = loader.FileLoadResult(uri="", source=source)
         loader._read_into(sink, protector, file_id, source, reader(), result)
         sink.flush()
@@ -197,17 +202,19 @@ def read_in_worker(
     file_id: int,
     source: str,
     result: Any,
-    submit: Callable[[str, list[tuple]], None],
+    submit: Callable[[str, bytes], None],
     batch_rows: int,
     shown_uri: str,
+    types: dict[str, list[int]],
 ) -> None:
-    """Run the reading side of a load in a worker; `submit` hands each batch to the writer.
+    """Run the reading side of a load in a worker; `submit` hands each batch to the writer,
+    as a binary COPY payload encoded with `types` (the column type oids of each target).
 
     Fills `result` (counts) and adds the worker's counters to `protector`'s, like the
     in-process reader. A failure in the worker is raised here, as its own exception when
     it pickles; a failure here (the writer's) stops the worker.
     """
-    job = (units.reader, protector, file_id, source, batch_rows)
+    job = (units.reader, protector, file_id, source, batch_rows, types)
     worker = units.workers.take() if units.workers is not None else _Worker()
     finished = False
     try:
