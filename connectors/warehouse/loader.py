@@ -70,6 +70,10 @@ InputUnit = SourceRecord | list[SourceRecord] | Rejection
 Batch = list[tuple] | bytes
 
 
+class MissingColumnsError(RuntimeError):
+    """A table lacks columns the field policy gives its entity (names only, no values)."""
+
+
 @dataclass
 class FileLoadResult:
     uri: str
@@ -258,10 +262,16 @@ class _Batches(RowBatches):
                     f" (like {landing_table(target)} including defaults) on commit drop"
                 )
                 self.staged.add(target)
+            if incoming not in self.types:  # typed as its landing table, named in errors
+                self.types[incoming] = self._landing_types(target)
             self._copy(incoming, self._landing_columns(target), rows)
 
     def _landing_columns(self, entity: str) -> list[str]:
         return ["file_id", "source", "position", *self.protector.columns(entity)]
+
+    def _landing_types(self, entity: str) -> list[int]:
+        # the staging table is created `like` the landing table, with its types
+        return _column_types(self.conn, landing_table(entity), self._landing_columns(entity))
 
     def copy_types(self) -> dict[str, list[int]]:
         """The COPY column types of every target, for a read worker to encode its batches
@@ -273,9 +283,13 @@ class _Batches(RowBatches):
             _QUARANTINE: _column_types(self.conn, _QUARANTINE, QUARANTINE_COLUMNS),
         }
         for entity in self.protector.policy.entities:
-            # the staging table is created `like` the landing table, with its types
-            columns = self._landing_columns(entity)
-            types[entity] = _column_types(self.conn, landing_table(entity), columns)
+            try:
+                types[entity] = self._landing_types(entity)
+            except MissingColumnsError:
+                # A landing table that lacks a column the policy names: the worker sends
+                # that entity's rows as they are, and their COPY fails as an in-process
+                # load's would, only if the file has such records.
+                continue
         return types
 
     def _merge(self, target: str) -> None:
@@ -334,6 +348,12 @@ def _column_types(
             (table,),
         ).fetchall()
     )
+    missing = [column for column in columns if column not in found]
+    if missing:
+        raise MissingColumnsError(
+            f"{table} has no column {', '.join(missing)} that the field policy names: the"
+            " warehouse's tables are behind the policy"
+        )
     return [found[column] for column in columns]
 
 

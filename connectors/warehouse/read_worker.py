@@ -138,7 +138,8 @@ class _PipeRows(RowBatches):
         self.types = types
 
     def submit(self, target: str, rows: list[tuple]) -> None:
-        self.send(("rows", target, binary_copy_payload(rows, self.types[target])))
+        types = self.types.get(target)  # None: the loader could not type it (see copy_types)
+        self.send(("rows", target, rows if types is None else binary_copy_payload(rows, types)))
 
     def send(self, message: tuple) -> None:
         self.pipe.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
@@ -202,13 +203,14 @@ def read_in_worker(
     file_id: int,
     source: str,
     result: Any,
-    submit: Callable[[str, bytes], None],
+    submit: Callable[[str, Any], None],
     batch_rows: int,
     shown_uri: str,
     types: dict[str, list[int]],
 ) -> None:
     """Run the reading side of a load in a worker; `submit` hands each batch to the writer,
-    as a binary COPY payload encoded with `types` (the column type oids of each target).
+    as a binary COPY payload encoded with `types` (the column type oids of each target;
+    a target without them comes as rows).
 
     Fills `result` (counts) and adds the worker's counters to `protector`'s, like the
     in-process reader. A failure in the worker is raised here, as its own exception when

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors.warehouse import read_worker
+from connectors.warehouse.loader import MissingColumnsError
 from services.ingest import ingest_uris
 from tests.reliability.support import Databases, differences, snapshot
 
@@ -75,3 +76,26 @@ def test_a_worker_failing_mid_file_raises_its_error_and_loads_nothing(
         ).fetchall()
         assert {n for (n,) in strays} == {0}
     databases.drop("rel_read_cut")
+
+
+def test_a_landing_table_behind_the_policy_fails_only_the_files_that_fill_it(
+    databases: Databases, schema_template, population, privacy, monkeypatch
+):
+    """A worker encodes its batches with the column types the loader looked up; a landing
+    table lacking a column the policy names (a warehouse behind an edited policy) cannot be
+    typed. Files without such records still load through workers, and a file with them
+    fails naming the table and column, as it does when read in the loading process."""
+    monkeypatch.setattr(read_worker, "WORKER_MIN_BYTES", 0)
+    warehouse = databases.create("rel_read_behind", template=schema_template)
+    fhir = [p for p in population if p.endswith(".ndjson")]
+    crm = [p for p in population if p.endswith(".csv")]
+    with warehouse.connect() as conn:
+        conn.execute("alter table landing.contacts drop column email_opt_in")
+        conn.commit()
+        results = ingest_uris(conn, fhir, privacy.protector())
+        assert all(r.reconciled and not r.skipped for r in results)
+        with pytest.raises(
+            MissingColumnsError, match=r"landing\.contacts has no column email_opt_in"
+        ):
+            ingest_uris(conn, crm, privacy.protector())
+    databases.drop("rel_read_behind")
