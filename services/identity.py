@@ -47,7 +47,7 @@ def resolve_persons(
     with conn.transaction():
         # One query for the distinct subjects of every entity: PostgreSQL merges the
         # tables' subject indexes, and only the 2.6M distinct subjects of 1M patients cross
-        # the wire instead of every table's own 9.5M (25 s of client CPU at 1M, now ~4).
+        # the wire, not each table's own (9.5M in all).
         subjects = _column(conn, _subjects_query(policy))
         merges = conn.execute(
             "select subject_token, prior_subject_token from landing.merges"

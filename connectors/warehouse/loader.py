@@ -287,8 +287,8 @@ class _Batches(RowBatches):
                 types[entity] = self._landing_types(entity)
             except MissingColumnsError:
                 # A landing table that lacks a column the policy names: the worker sends
-                # that entity's rows as they are, and their COPY fails as an in-process
-                # load's would, only if the file has such records.
+                # that entity's rows as they are, and only a file with such records fails,
+                # naming the table (_stage), as it does when read in the loading process.
                 continue
         return types
 
