@@ -3,8 +3,8 @@
 Works on tokens only (subject tokens and HMAC'd identity keys), never plaintext. Subjects
 are linked through shared MRN, email or name+birth-date keys, and through explicit merges
 (HL7 ADT^A40); each connected group becomes one person whose token is derived from a stable
-anchor (its smallest MRN key, else email key, else subject token), so re-running resolution
-on the same data yields the same person tokens.
+anchor (its smallest MRN key, else email key, else name+birth-date key, else subject
+token), so re-running resolution on the same data yields the same person tokens.
 """
 
 from __future__ import annotations
