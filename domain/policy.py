@@ -121,6 +121,16 @@ class FieldPolicy(BaseModel):
             missing = [k for k in entity.natural_key if k not in columns]
             if missing:
                 raise ValueError(f"entities.{name}.natural_key: {missing} are not landing columns")
+        # A vault field names three columns of vault.contacts: <field>, <field>_key_version
+        # and <field>_effective_at; they must be identifiers, and distinct from another
+        # field's (a field called email_key_version beside email would share one).
+        names = vault_fields(self)
+        derived = [c for f in names for c in (f"{f}_key_version", f"{f}_effective_at")]
+        for column in derived:
+            _check_identifier("vault column", column)
+        clashes = sorted(set(names) & set(derived))
+        if clashes:
+            raise ValueError(f"vault fields {clashes} clash with another vault field's columns")
         return self
 
 
@@ -146,6 +156,17 @@ def landing_columns(entity: EntityPolicy) -> list[LandingColumn]:
                 template, sql_type = GENERALIZE_RULES[argument]
                 columns.append(LandingColumn(template.format(field=field), sql_type))
     return columns
+
+
+def vault_fields(policy: FieldPolicy) -> list[str]:
+    """The fields any entity seals into the vault, in policy order: each is a group of
+    columns of vault.contacts (connectors/warehouse/vault_table.py)."""
+    fields: dict[str, None] = {}
+    for entity in policy.entities.values():
+        for name, actions in entity.fields.items():
+            if "vault" in actions:
+                fields[name] = None
+    return list(fields)
 
 
 def load_policy(path: Path | None = None) -> FieldPolicy:

@@ -86,9 +86,12 @@ def forget_person(
         report.quarantine_payloads_shredded = _shred_quarantine(
             conn, cipher, match, identifier, dry_run
         )
+        # Counted as the view's rows (one per field value, as the vault had them before);
+        # the subjects' rows of vault.contacts go whole.
         report.vault_rows_shredded = _delete(
-            conn, "vault.contact_fields", "subject_token", subjects, dry_run
+            conn, "vault.contact_fields", "subject_token", subjects, dry_run=True
         )
+        _delete(conn, "vault.contacts", "subject_token", subjects, dry_run)
         report.identity_keys_removed = _delete(
             conn, "vault.identity_keys", "subject_token", subjects, dry_run
         )
@@ -233,7 +236,7 @@ def _vacuum(conn: psycopg.Connection) -> None:
     conn.commit()
     conn.autocommit = True
     try:
-        for table in ("vault.contact_fields", "vault.identity_keys", "quarantine.records"):
+        for table in ("vault.contacts", "vault.identity_keys", "quarantine.records"):
             conn.execute(f"vacuum {table}")
     finally:
         conn.autocommit = autocommit

@@ -9,7 +9,7 @@ Token key rotation (maintenance window: pause ingestion and syncs). Tokens chain
 (domain/token_chain.py), so every stored token re-keys without plaintext:
 1. a pending token key version is added to the keyring;
 2. one transaction re-keys the core - every token in landing.*, vault.identity_keys and
-   vault.contact_fields (re-encrypted, since the AAD names the subject token) - records each
+   vault.contacts (re-encrypted, since the AAD names the subject token) - records each
    old -> new pair in vault.token_rekey, re-resolves persons with the new key and records
    old person -> new person; readers see all old or all new;
 3. the pending version is promoted to current (new ingests produce the new tokens);
@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.warehouse.audit import record_audit
+from connectors.warehouse.vault_table import key_version_column, table_fields
 from domain.keys import KeyringFileProvider
 from domain.policy import FieldPolicy
 from domain.token_chain import SQL_TOKEN_PATTERN, ChainedTokenizer
@@ -115,51 +116,57 @@ def rotate_vault_key(
 def reencrypt_vault(
     conn: psycopg.Connection, cipher: VaultCipher, batch_rows: int = BATCH_ROWS
 ) -> tuple[int, int]:
-    """Re-encrypt vault.contact_fields rows not under the current version: (rows, batches).
+    """Re-encrypt the vault's field values not under the current version: (values, batches).
 
-    Walks the primary key in batches, one transaction each, then repeats for rows an older
-    writer added meanwhile, until none is left.
+    Walks vault.contacts' primary key in batches of rows, one transaction each, then repeats
+    for rows an older writer added meanwhile, until none is left.
     """
     current = cipher.current_version
-    rows_done = batches = 0
+    fields = table_fields(conn)
+    versions = [key_version_column(f) for f in fields]
+    stale = " or ".join(f"{v} <> %(current)s" for v in versions) or "false"
+    listed = ", ".join(c for f, v in zip(fields, versions, strict=True) for c in (f, v))
+    sets = ", ".join(f"{c} = n.{c}" for f, v in zip(fields, versions, strict=True) for c in (f, v))
+    arrays = ", ".join(
+        f"%({f})s::bytea[], %({v})s::integer[]" for f, v in zip(fields, versions, strict=True)
+    )
+    values_done = batches = 0
     while True:
-        after: tuple[str, str] = ("", "")
+        after = ""
         passed = 0
         while True:
             with conn.transaction():
                 rows = conn.execute(
-                    "select subject_token, column_name, key_version, ciphertext"
-                    " from vault.contact_fields where (subject_token, column_name) > (%s, %s)"
-                    " and key_version <> %s order by subject_token, column_name limit %s"
-                    " for update skip locked",
-                    (*after, current, batch_rows),
+                    f"select subject_token, {listed} from vault.contacts"
+                    f" where subject_token > %(after)s and ({stale})"
+                    " order by subject_token limit %(limit)s for update skip locked",
+                    {"after": after, "current": current, "limit": batch_rows},
                 ).fetchall()
                 if not rows:
                     break
-                sealed = [
-                    cipher.encrypt(s, c, cipher.decrypt_bytes(s, c, v, blob))[1]
-                    for s, c, v, blob in rows
-                ]
+                columns: dict[str, list] = {"subjects": [r[0] for r in rows]}
+                for i, (f, v) in enumerate(zip(fields, versions, strict=True)):
+                    blobs, kept = [], []
+                    for row in rows:
+                        subject, blob, version = row[0], row[1 + 2 * i], row[2 + 2 * i]
+                        if blob is not None and version != current:
+                            plain = cipher.decrypt_bytes(subject, f, version, blob)
+                            version, blob = cipher.encrypt(subject, f, plain)
+                            passed += 1
+                        blobs.append(blob)
+                        kept.append(version)
+                    columns[f], columns[v] = blobs, kept
                 conn.execute(
-                    "update vault.contact_fields v set key_version = %s, ciphertext = n.ciphertext"
-                    " from unnest(%s::text[], %s::text[], %s::integer[], %s::bytea[])"
-                    "   as n(subject_token, column_name, old_version, ciphertext)"
-                    " where v.subject_token = n.subject_token and v.column_name = n.column_name"
-                    "   and v.key_version = n.old_version",
-                    (
-                        current,
-                        [r[0] for r in rows],
-                        [r[1] for r in rows],
-                        [r[2] for r in rows],
-                        sealed,
-                    ),
+                    f"update vault.contacts c set {sets}"
+                    f" from unnest(%(subjects)s::text[], {arrays})"
+                    f" as n(subject_token, {listed}) where c.subject_token = n.subject_token",
+                    columns,
                 )
-            after = (rows[-1][0], rows[-1][1])
-            passed += len(rows)
+            after = rows[-1][0]
             batches += 1
-        rows_done += passed
+        values_done += passed
         if passed == 0:
-            return rows_done, batches
+            return values_done, batches
 
 
 def reencrypt_quarantine(
@@ -244,7 +251,7 @@ def rotate_token_key(
                 )
         if provider.versions("token").current != version:
             provider.promote("token", version)
-        tables = _token_tables(conn, exclude={("vault", "contact_fields")})
+        tables = _token_tables(conn, exclude={("vault", "contacts")})
         conn.commit()
         for schema, table in tables:
             with conn.transaction():
@@ -324,7 +331,7 @@ def _rekey_core(
         count = _rekey_table(conn, schema, table, tokenizer, rotation_id)
         if count:
             report.rows_rekeyed_by_table[f"{schema}.{table}"] = count
-    _map_new_tokens(conn, "vault", "contact_fields", ["subject_token"], tokenizer, rotation_id)
+    _map_new_tokens(conn, "vault", "contacts", ["subject_token"], tokenizer, rotation_id)
     report.vault_rows_reencrypted = _reencrypt_for_new_subjects(conn, cipher)
     _rekey_table(conn, "landing", "person_xref", tokenizer, rotation_id, ["subject_token"])
     # Person tokens derive from the (re-keyed) identity keys: resolve again, then map.
@@ -346,45 +353,49 @@ def _rekey_core(
     ).fetchone()[0]
 
 
-REKEY_VAULT_COLUMNS = (
-    "subject_token, column_name, key_version, ciphertext, effective_at, updated_at, change_epoch"
-)
-REKEY_VAULT_COPY = f"copy rekey_vault ({REKEY_VAULT_COLUMNS}) from stdin"
-
-
 def _reencrypt_for_new_subjects(conn: psycopg.Connection, cipher: VaultCipher) -> int:
-    """Vault rows under a re-keyed subject token: decrypt with the old AAD, seal with the new.
-
-    Streams through a server-side cursor in chunks, so memory stays flat on large vaults.
+    """Vault rows under a re-keyed subject token: each value decrypted with the old AAD and
+    sealed with the new. Returns how many values. Streams through a server-side cursor in
+    chunks, so memory stays flat on large vaults.
     """
-    conn.execute(
-        "create temp table if not exists rekey_vault (like vault.contact_fields) on commit drop"
-    )
-    moved = 0
+    conn.execute("create temp table if not exists rekey_vault (like vault.contacts) on commit drop")
+    columns = [
+        name
+        for (name,) in conn.execute(
+            "select column_name from information_schema.columns where table_schema = 'vault'"
+            " and table_name = 'contacts' order by ordinal_position"
+        )
+    ]
+    # (value, key version) column positions of every field within a row
+    places = [
+        (f, columns.index(f), columns.index(key_version_column(f))) for f in table_fields(conn)
+    ]
+    listed = ", ".join(columns)
+    moved = rows_moved = 0
     with conn.cursor(name="rekey_vault_rows") as rows:
         rows.execute(
-            "select v.subject_token, m.new_token, v.column_name, v.key_version, v.ciphertext,"
-            " v.effective_at, v.updated_at, v.change_epoch from vault.contact_fields v"
+            f"select m.new_token, {', '.join(f'v.{c}' for c in columns)} from vault.contacts v"
             " join vault.token_rekey m on m.old_token = v.subject_token"
         )
         while chunk := rows.fetchmany(CHUNK_ROWS):
-            with conn.cursor() as cur, cur.copy(REKEY_VAULT_COPY) as copy:
-                for old, new, column, version, blob, effective_at, updated_at, epoch in chunk:
-                    plain = cipher.decrypt_bytes(old, column, version, blob)
-                    new_version, sealed = cipher.encrypt(new, column, plain)
-                    copy.write_row(
-                        (new, column, new_version, sealed, effective_at, updated_at, epoch)
-                    )
-            moved += len(chunk)
-    if moved:
+            with conn.cursor() as cur, cur.copy(f"copy rekey_vault ({listed}) from stdin") as copy:
+                for new, *row in chunk:
+                    old, row[0] = row[0], new
+                    for field, value, version in places:
+                        if row[value] is not None:
+                            plain = cipher.decrypt_bytes(old, field, row[version], row[value])
+                            row[version], row[value] = cipher.encrypt(new, field, plain)
+                            moved += 1
+                    copy.write_row(row)
+            rows_moved += len(chunk)
+    if rows_moved:
         conn.execute(
-            "delete from vault.contact_fields v using vault.token_rekey m"
+            "delete from vault.contacts v using vault.token_rekey m"
             " where m.old_token = v.subject_token"
         )
         conn.execute(
-            f"insert into vault.contact_fields ({REKEY_VAULT_COLUMNS})"
-            f" select {REKEY_VAULT_COLUMNS} from rekey_vault"
-            " on conflict (subject_token, column_name) do nothing"
+            f"insert into vault.contacts ({listed}) select {listed} from rekey_vault"
+            " on conflict (subject_token) do nothing"
         )
     conn.execute("truncate rekey_vault")
     return moved

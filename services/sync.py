@@ -620,7 +620,7 @@ def _stream_members(
 # person_xref and scans the whole vault for every chunk of a few thousand people.
 _JOINED_TABLES = (
     "landing.person_xref",
-    "vault.contact_fields",
+    "vault.contacts",
     "intermediate.int_consent_events",
     "intermediate.int_consent_digests",
     "engagement.suppressions",
@@ -891,14 +891,14 @@ SCAN_WORK_MEM = "1GB"
 # pays a fixed ~3 s to read the vault and hash its links, then ~15-20 µs a member; a probe
 # ~40-47 µs). The fortieth used before was measured before the scan had its own sort memory
 # and join order, and made audiences of 166,000-415,000 members probe at up to 1.6x the cost.
-_PROBES_PER_SCAN = 100
+_PROBES_PER_SCAN = 15
 
 
 def _member_inputs_sql(conn: psycopg.Connection, members: int) -> tuple[str, bool]:
     """The member query for `members` members, reading the vault by probe or by scan,
     whichever costs less, and whether it scans."""
     (vault_rows,) = conn.execute(
-        "select greatest(reltuples, 0) from pg_class where oid = 'vault.contact_fields'::regclass"
+        "select greatest(reltuples, 0) from pg_class where oid = 'vault.contacts'::regclass"
     ).fetchone()
     scan = members * _PROBES_PER_SCAN > vault_rows > 0
     (kept,) = conn.execute(_DIGESTS_KEEP_EVENTS).fetchone()

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlparse
 import psycopg
 
 from connectors.warehouse.embedded import socket_dir_of, start_embedded
+from connectors.warehouse.vault_table import ensure_vault
 from domain.policy import FieldPolicy, default_policy, landing_columns
 
 DEFAULT_STATE_DIR = Path(".hub")
@@ -92,7 +93,9 @@ class Warehouse:
             # Serialise concurrent first starts (parallel Dagster steps) on one lock.
             conn.execute("select pg_advisory_xact_lock(7262001)")
             conn.execute(ddl)
-            conn.execute(landing_ddl(policy or default_policy()))
+            policy = policy or default_policy()
+            conn.execute(landing_ddl(policy))
+            ensure_vault(conn, policy)
             # Roles and grants last, so they cover every table created above (issue 4).
             from connectors.warehouse.roles import ensure_roles
 

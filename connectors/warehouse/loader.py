@@ -36,6 +36,14 @@ from connectors.warehouse.changes import writer_epoch
 from connectors.warehouse.database import landing_table
 from connectors.warehouse.read_worker import WorkerRead, read_in_worker
 from connectors.warehouse.row_batches import RowBatches
+from connectors.warehouse.vault_table import (
+    STAGING,
+    merge_sql,
+    staging_columns,
+    staging_ddl,
+    table_fields,
+)
+from domain.policy import vault_fields
 from domain.protect import Protector
 from domain.records import Rejection, SourceRecord
 
@@ -49,7 +57,6 @@ BATCH_ROWS = 50_000
 PENDING_BATCHES = 3
 _BYTES_BINARY_DUMPER = psycopg.adapters.get_dumper(bytes, PyFormat.BINARY)
 MERGE_LOCK = 7262003  # advisory lock class: one loading transaction per source at a time
-VAULT_COLUMNS = ("subject_token", "column_name", "key_version", "ciphertext", "effective_at")
 IDENTITY_COLUMNS = ("subject_token", "key_type", "key_hash")
 QUARANTINE_COLUMNS = (
     "file_id",
@@ -61,7 +68,7 @@ QUARANTINE_COLUMNS = (
     "payload_key_version",
     "payload",
 )
-_VAULT, _IDENTITY, _QUARANTINE = "vault_incoming", "identity_incoming", "quarantine.records"
+_VAULT, _IDENTITY, _QUARANTINE = STAGING, "identity_incoming", "quarantine.records"
 
 # An input unit is one record as the source counts it: a FHIR resource or CRM row gives one
 # SourceRecord; an HL7 message gives several (patient, observations, ...) or one Rejection.
@@ -164,10 +171,12 @@ class _Batches(RowBatches):
         self.locked = False  # holds the source's merge lock (writer thread only)
         self.deferred: dict[str, None] = {}  # staged targets waiting for the lock, in order
         self.epoch = 0  # the change epoch this load stamps vault rows with (writer thread)
-        conn.execute(
-            "create temp table if not exists vault_incoming (like vault.contact_fields"
-            " including defaults, arrival bigint generated always as identity) on commit drop"
-        )
+        fields = vault_fields(protector.policy)
+        missing = sorted(set(fields) - set(table_fields(conn)))
+        if missing:  # a warehouse older than an edited policy: its schema was not applied
+            raise MissingColumnsError(f"vault.contacts has no columns for the fields {missing}")
+        self.vault_columns, self.vault_merge = staging_columns(fields), merge_sql(fields)
+        conn.execute(staging_ddl(fields))
         conn.execute(
             "create temp table if not exists identity_incoming (like vault.identity_keys)"
             " on commit drop"
@@ -251,7 +260,7 @@ class _Batches(RowBatches):
         if target == _QUARANTINE:
             self._copy(_QUARANTINE, QUARANTINE_COLUMNS, rows)
         elif target == _VAULT:
-            self._copy(_VAULT, VAULT_COLUMNS, rows)
+            self._copy(_VAULT, self.vault_columns, rows)
         elif target == _IDENTITY:
             self._copy(_IDENTITY, IDENTITY_COLUMNS, rows)
         else:
@@ -278,7 +287,7 @@ class _Batches(RowBatches):
         with. Called before the first batch: from then on the writer thread has the
         connection."""
         types = {
-            _VAULT: _column_types(self.conn, _VAULT, VAULT_COLUMNS),
+            _VAULT: _column_types(self.conn, _VAULT, self.vault_columns),
             _IDENTITY: _column_types(self.conn, _IDENTITY, IDENTITY_COLUMNS),
             _QUARANTINE: _column_types(self.conn, _QUARANTINE, QUARANTINE_COLUMNS),
         }
@@ -296,8 +305,8 @@ class _Batches(RowBatches):
         """Merge the staged rows of `target` into place and empty its staging table."""
         conn = self.conn
         if target == _VAULT:
-            _merge_vault(conn, self.epoch)
-            conn.execute("truncate vault_incoming")
+            conn.execute(self.vault_merge, (self.epoch,))
+            conn.execute(f"truncate {_VAULT}")
         elif target == _IDENTITY:
             conn.execute(
                 "insert into vault.identity_keys select * from identity_incoming"
@@ -466,6 +475,10 @@ def _read_into(
     protect = protector.protect
     columns: Callable[[str], list[str]] = protector.columns
     by_entity = result.rows_by_entity
+    # A record's vault row: its subject, effective time, then each vault field's ciphertext
+    # and key version at the place vault_table.staging_columns gives it (None: no value).
+    slots = {f: 2 + 2 * i for i, f in enumerate(vault_fields(protector.policy))}
+    empty = [None] * (2 + 2 * len(slots))
     for unit in units:
         result.read += 1
         if isinstance(unit, Rejection):
@@ -480,9 +493,12 @@ def _read_into(
             add(entity, (file_id, source, record.position, *[get(c) for c in columns(entity)]))
             subject = protected.subject_token
             if protected.vault:
-                effective_at = record.fields.get("effective_at")
+                row = empty.copy()
+                row[0], row[1] = subject, record.fields.get("effective_at")
                 for column_name, key_version, blob in protected.vault:
-                    add(_VAULT, (subject, column_name, key_version, blob, effective_at))
+                    slot = slots[column_name]
+                    row[slot], row[slot + 1] = blob, key_version
+                add(_VAULT, tuple(row))
             for key_type, key_hash in protected.identity_keys:
                 add(_IDENTITY, (subject, key_type, key_hash))
             by_entity[entity] += 1
@@ -535,25 +551,4 @@ def _merge_landing(conn: psycopg.Connection, entity: str, protector: Protector) 
     )
     conn.execute(
         f"insert into {table} ({listed}) select {listed} from {incoming} where not ({keyed})"
-    )
-
-
-def _merge_vault(conn: psycopg.Connection, epoch: int) -> None:
-    # The newest source value wins (by the source's effective time, not arrival order; on a
-    # tie the row staged last, as on landing). Rows written carry the load's change epoch: a
-    # sync looks only at those (changes.py).
-    conn.execute(
-        "insert into vault.contact_fields"
-        " (subject_token, column_name, key_version, ciphertext, effective_at, change_epoch)"
-        " select distinct on (subject_token, column_name)"
-        "   subject_token, column_name, key_version, ciphertext, effective_at, %s"
-        " from vault_incoming"
-        " order by subject_token, column_name, effective_at desc nulls last, arrival desc"
-        " on conflict (subject_token, column_name) do update set"
-        "   key_version = excluded.key_version, ciphertext = excluded.ciphertext,"
-        "   effective_at = excluded.effective_at, updated_at = now(),"
-        "   change_epoch = excluded.change_epoch"
-        " where vault.contact_fields.effective_at is null"
-        "   or excluded.effective_at >= vault.contact_fields.effective_at",
-        (epoch,),
     )

@@ -46,15 +46,8 @@ create table if not exists quarantine.records (
 alter table quarantine.records add column if not exists replayed_at timestamptz;
 alter table quarantine.records add column if not exists replay_file_id bigint;
 
-create table if not exists vault.contact_fields (
-    subject_token text not null,
-    column_name text not null,
-    key_version integer not null,
-    ciphertext bytea not null,
-    effective_at timestamptz,
-    updated_at timestamptz not null default now(),
-    primary key (subject_token, column_name)
-);
+-- vault.contacts and its view vault.contact_fields: connectors/warehouse/vault_table.py
+-- (one column group per vault field of the field policy).
 
 create table if not exists vault.identity_keys (
     subject_token text not null,
@@ -178,8 +171,6 @@ create trigger audit_events_append_only
 --     rejected ('alert' above the configured share), the segment definition hash.
 --   sync_state: what a synced member's payload and consent decision were computed from
 --     (hashes and a date only), so an unchanged member is skipped without decrypting it.
---   vault.contact_fields: the change epoch (connectors/warehouse/changes.py) of the load
---     that last wrote the row, so a sync reads only the rows changed since its last run.
 --   engagement.events: the recipient's domain (from activation.recipient_domains).
 do $$
 declare
@@ -196,7 +187,6 @@ begin
         ['activation', 'sync_state', 'source_fingerprint', 'text'],
         ['activation', 'sync_state', 'consent_fingerprint', 'text'],
         ['activation', 'sync_state', 'consent_valid_until', 'date'],
-        ['vault', 'contact_fields', 'change_epoch', 'bigint not null default 0'],
         ['engagement', 'events', 'recipient_domain', 'text']
     ] loop
         if not exists (
@@ -221,11 +211,6 @@ begin
     drop index if exists activation.ledger_batch;
     if to_regclass('activation.ledger_batch_key') is null then
         create index ledger_batch_key on activation.ledger (batch_key);
-    end if;
-    -- A B-tree, not a BRIN: an incremental load updates rows all over the table, and a
-    -- BRIN range holding one of them makes every row of its 128 pages a candidate.
-    if to_regclass('vault.contact_fields_change_epoch') is null then
-        create index contact_fields_change_epoch on vault.contact_fields (change_epoch);
     end if;
     -- Synced members whose inputs a sync must digest again (rejected, or excluded but kept):
     -- few, and every run of every audience asks for them.

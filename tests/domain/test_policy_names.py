@@ -28,6 +28,7 @@ def _policy(tmp_path: Path, entity: str, field: str, action: str = '"keep:text"'
         ("contact", '"1st"', '"keep:text"', "1st"),
         ('"contact s"', "note", '"keep:text"', "contact s"),
         ("contact", "a" * 60, "tokenize", "a" * 60 + "_token"),  # a derived column too long
+        ("contact", "a" * 52, "vault", "a" * 52 + "_key_version"),  # a vault column too long
     ],
 )
 def test_names_that_are_not_plain_identifiers_are_refused_naming_file_and_name(
@@ -43,3 +44,13 @@ def test_names_that_are_not_plain_identifiers_are_refused_naming_file_and_name(
 def test_plain_identifiers_are_accepted(tmp_path: Path):
     policy = load_policy(_policy(tmp_path, "contact", "_note_2"))
     assert list(policy.entities["contact"].fields) == ["subject_system", "subject_id", "_note_2"]
+
+
+def test_a_vault_field_may_not_take_the_name_of_another_ones_column(tmp_path: Path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"{HEADER}  contact:\n    fields:\n      subject_system: subject\n"
+        "      subject_id: subject\n      email: vault\n      email_key_version: vault\n"
+    )
+    with pytest.raises(PolicyError, match="email_key_version"):
+        load_policy(path)

@@ -25,6 +25,7 @@ ANALYST_FORBIDDEN = [
     "landing.person_xref",
     "landing.patients",
     "vault.contact_fields",
+    "vault.contacts",
     "vault.identity_keys",
     "quarantine.records",
     "activation.ledger",
@@ -114,7 +115,9 @@ def test_sender_reads_vault_rows_only_through_the_audited_function(roles_db):
     with warehouse.connect() as conn:
         audit_before = conn.execute("select count(*) from audit.events").fetchone()[0]
     with _connect_as(warehouse, users["hub_sender"]) as conn:
-        direct = _can(conn, "select * from vault.contact_fields")
+        direct = _can(conn, "select * from vault.contact_fields") or _can(
+            conn, "select * from vault.contacts"
+        )
         rows = conn.execute(
             "select person_token, column_name, key_version from vault.contact_fields_for_send("
             "array['t1_person'], array['email'], 'marketing', 'test send')"
@@ -184,6 +187,11 @@ def test_pipeline_writes_the_operational_tier_but_not_the_audit_history(roles_db
                 " values ('t1_other', 't1_other_person')",
             ),
             "vault": _can(conn, "select count(*) from vault.contact_fields"),
+            "vault (write)": _can(
+                conn,
+                "insert into vault.contact_fields (subject_token, column_name, key_version,"
+                " ciphertext) values ('t1_other', 'email', 1, '\\x00'::bytea)",
+            ),
             "engagement": _can(conn, "select count(*) from engagement.events"),
             "activation (read)": _can(conn, "select count(*) from activation.ledger"),
         }

@@ -65,7 +65,7 @@ def test_restore_into_a_fresh_server_is_the_same_warehouse(
         source.url(), uri, BackupKeys(cipher=cipher, passphrase=PASSPHRASE), chunk_bytes=256 << 10
     )
     figures.add("backups_taken")
-    assert manifest.chunks > 1 and manifest.tables["vault.contact_fields"] > 0
+    assert manifest.chunks > 1 and manifest.tables["vault.contacts"] > 0
     raw = Path(uri).read_bytes()
     assert b"bulk1@example.org" not in raw and b"vault" not in raw[len(MAGIC) + 4 :]
 

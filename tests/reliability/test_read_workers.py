@@ -99,3 +99,28 @@ def test_a_landing_table_behind_the_policy_fails_only_the_files_that_fill_it(
         ):
             ingest_uris(conn, crm, privacy.protector())
     databases.drop("rel_read_behind")
+
+
+def test_a_vault_behind_the_policy_fails_the_load_naming_the_fields(
+    databases: Databases, schema_template, population, privacy
+):
+    """Every load stages all the policy's vault fields: a vault.contacts without columns for
+    one (a warehouse behind an edited policy) fails before reading, naming the table and the
+    field; the next start's schema adds the columns and the load goes through."""
+    warehouse = databases.create("rel_vault_behind", template=schema_template)
+    crm = [p for p in population if p.endswith(".csv")]
+    with warehouse.connect() as conn:
+        conn.execute("drop view vault.contact_fields")
+        conn.execute(
+            "alter table vault.contacts drop column phone, drop column phone_key_version,"
+            " drop column phone_effective_at"
+        )
+        conn.commit()
+        with pytest.raises(MissingColumnsError, match=r"vault\.contacts .*\['phone'\]"):
+            ingest_uris(conn, crm, privacy.protector())
+        conn.rollback()
+    warehouse.ensure_schema()
+    with warehouse.connect() as conn:
+        results = ingest_uris(conn, crm, privacy.protector())
+        assert all(r.reconciled and r.loaded for r in results)
+    databases.drop("rel_vault_behind")

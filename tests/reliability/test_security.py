@@ -317,11 +317,13 @@ def test_roles_on_a_built_warehouse_read_only_their_tier(databases: Databases, b
             finally:
                 conn.execute("reset role")
 
-        for table in ("vault.contact_fields", "vault.identity_keys", "landing.patients",
+        for table in ("vault.contact_fields", "vault.contacts", "vault.identity_keys",
+                      "landing.patients",
                       "quarantine.records", "activation.ledger", "audit.events"):  # fmt: skip
             assert not can_read("hub_analyst", table), table
         assert can_read("hub_analyst", "marts.dim_persons")
-        assert not can_read("hub_sender", "vault.contact_fields")  # only through the function
+        for table in ("vault.contact_fields", "vault.contacts"):  # only through the function
+            assert not can_read("hub_sender", table), table
         for role in ("hub_analyst", "hub_sender", "hub_pipeline"):
             conn.execute(f"set role {role}")
             with pytest.raises(errors.DatabaseError):

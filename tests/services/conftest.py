@@ -115,7 +115,7 @@ def conn(sync_db: Warehouse) -> Iterator[psycopg.Connection]:
             " engagement.suppressions, engagement.events, marts.segment_catalog,"
             " marts.audience_membership, intermediate.int_consent_events,"
             " intermediate.int_consent_digests,"
-            " vault.contact_fields, landing.person_xref, landing.person_changes"
+            " vault.contacts, landing.person_xref, landing.person_changes"
         )
         conn.commit()
         yield conn

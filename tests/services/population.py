@@ -72,10 +72,7 @@ def set_contact(
     version, blob = cipher.encrypt(subject, column, value)
     conn.execute(
         "insert into vault.contact_fields (subject_token, column_name, key_version, ciphertext,"
-        " effective_at, change_epoch) values (%s, %s, %s, %s, now(), %s)"
-        " on conflict (subject_token, column_name) do update set key_version ="
-        " excluded.key_version, ciphertext = excluded.ciphertext, effective_at = now(),"
-        " change_epoch = excluded.change_epoch",
+        " effective_at, change_epoch) values (%s, %s, %s, %s, now(), %s)",  # sets it (view)
         (subject, column, version, blob, writer_epoch(conn)),
     )
 

@@ -36,7 +36,7 @@ def conn(sync_db) -> Iterator[psycopg.Connection]:
             " activation.approvals, activation.recipient_domains, engagement.suppressions,"
             " engagement.events, engagement.cursors, marts.segment_catalog,"
             " marts.audience_membership, intermediate.int_consent_events,"
-            " vault.contact_fields, landing.person_xref"
+            " vault.contacts, landing.person_xref"
         )
         conn.commit()
         yield conn

@@ -21,7 +21,7 @@ def cli_env(sync_db, keyring, cipher, sandbox, monkeypatch):
         conn.execute(
             "truncate activation.ledger, activation.sync_runs, activation.sync_state,"
             " activation.approvals, marts.segment_catalog, marts.audience_membership,"
-            " intermediate.int_consent_events, vault.contact_fields, landing.person_xref"
+            " intermediate.int_consent_events, vault.contacts, landing.person_xref"
         )
         conn.commit()
         add_people(conn, cipher, range(25))
