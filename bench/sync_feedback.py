@@ -113,18 +113,15 @@ def seed(warehouse: Warehouse, cipher, n: int) -> float:
             for i in range(n):
                 cp.write_row((f"s{i:08d}", person(i)))
         with cur.copy(
-            "copy vault.contact_fields (subject_token, column_name, key_version, ciphertext,"
-            " effective_at) from stdin"
+            "copy vault.contacts (subject_token, email, email_key_version, email_effective_at,"
+            " given_name, given_name_key_version, given_name_effective_at) from stdin"
         ) as cp:
             now = dt.datetime.now(dt.UTC)
             for i in range(n):
                 subject = f"s{i:08d}"
-                for column, value in (
-                    ("email", f"person{i}@example.org"),
-                    ("given_name", given_name(i)),
-                ):
-                    version, blob = cipher.encrypt(subject, column, value)
-                    cp.write_row((subject, column, version, blob, now))
+                email_version, email = cipher.encrypt(subject, "email", f"person{i}@example.org")
+                name_version, name = cipher.encrypt(subject, "given_name", given_name(i))
+                cp.write_row((subject, email, email_version, now, name, name_version, now))
         with cur.copy(
             "copy intermediate.int_consent_events (person_token, purpose, event_type,"
             " effective_on, source_ref) from stdin"
