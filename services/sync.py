@@ -884,14 +884,14 @@ _VAULT_SCANNED = (
 # first sync of all audiences, alternating runs: 66.6 and 66.6 s before, 64.0 and 66.3 s.
 SYNC_WORK_MEM = "256MB"
 SCAN_WORK_MEM = "1GB"
-# A probe costs about as much as scanning 100 vault rows, so the scan wins once the members
-# to read exceed a hundredth of the vault's rows. Measured at 1M patients (16.6M vault rows),
-# the member query alone, EXPLAIN ANALYZE: probing took 4.5-5.6 s for 119,500 members and
-# 12.8-14.0 s for 298,900; scanning 5.9-6.2 s, 8.5-8.7 s, and 14.4 s for 597,700 (the scan
-# pays a fixed ~3 s to read the vault and hash its links, then ~15-20 µs a member; a probe
-# ~40-47 µs). The fortieth used before was measured before the scan had its own sort memory
-# and join order, and made audiences of 166,000-415,000 members probe at up to 1.6x the cost.
-_PROBES_PER_SCAN = 15
+# A probe costs about as much as scanning 100 vault rows (one per subject), so the scan wins
+# once the members to read exceed a hundredth of the vault's rows. Measured at 1M patients
+# (2.57M vault rows), the first sync of every audience forced to probe, then to scan (one run
+# each, audiences side by side): 7,700-20,200 members 1.6-3.0 s probed against 2.0-3.9 s
+# scanned, 24,500-32,800 members about even (3.5-4.7 s), 54,300 members 9.4 against 7.4 s,
+# 546,000 60.6 against 57.8 s. (With a row per field, 16.6M of them, the crossover was at
+# ~166,000 members: the scan read six times the rows.)
+_PROBES_PER_SCAN = 100
 
 
 def _member_inputs_sql(conn: psycopg.Connection, members: int) -> tuple[str, bool]:
