@@ -122,14 +122,13 @@ def reencrypt_vault(
     for rows an older writer added meanwhile, until none is left.
     """
     current = cipher.current_version
-    fields = table_fields(conn)
-    versions = [key_version_column(f) for f in fields]
-    stale = " or ".join(f"{v} <> %(current)s" for v in versions) or "false"
-    listed = ", ".join(c for f, v in zip(fields, versions, strict=True) for c in (f, v))
-    sets = ", ".join(f"{c} = n.{c}" for f, v in zip(fields, versions, strict=True) for c in (f, v))
-    arrays = ", ".join(
-        f"%({f})s::bytea[], %({v})s::integer[]" for f, v in zip(fields, versions, strict=True)
-    )
+    pairs = [(f, key_version_column(f)) for f in table_fields(conn)]  # (value, version) columns
+    if not pairs:
+        return 0, 0
+    stale = " or ".join(f"{v} <> %(current)s" for _, v in pairs)
+    listed = ", ".join(f"{f}, {v}" for f, v in pairs)
+    sets = ", ".join(f"{f} = n.{f}, {v} = n.{v}" for f, v in pairs)
+    arrays = ", ".join(f"%({f})s::bytea[], %({v})s::integer[]" for f, v in pairs)
     values_done = batches = 0
     while True:
         after = ""
@@ -145,7 +144,7 @@ def reencrypt_vault(
                 if not rows:
                     break
                 columns: dict[str, list] = {"subjects": [r[0] for r in rows]}
-                for i, (f, v) in enumerate(zip(fields, versions, strict=True)):
+                for i, (f, v) in enumerate(pairs):
                     blobs, kept = [], []
                     for row in rows:
                         subject, blob, version = row[0], row[1 + 2 * i], row[2 + 2 * i]
