@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import psycopg
 
-from domain.policy import FieldPolicy, vault_fields
+from domain.policy import SQL_IDENTIFIER, FieldPolicy, vault_fields
 
 TABLE = "vault.contacts"
 VIEW = "vault.contact_fields"
 # What a load stages per record: the subject, the record's effective time, and each field's
 # ciphertext and key version (null when the record has no value for it).
 STAGING = "vault_incoming"
+# The longest field name whose derived column names (_effective_at) fit PostgreSQL's 63.
+VAULT_FIELD_MAX = 63 - len("_effective_at")
 
 
 def key_version_column(field: str) -> str:
@@ -105,14 +107,18 @@ def ensure_vault(conn: psycopg.Connection, policy: FieldPolicy) -> None:
         f"create table if not exists {TABLE} (subject_token text primary key,"
         " change_epoch bigint not null default 0, updated_at timestamptz not null default now())"
     )
-    narrow = conn.execute(
+    row = conn.execute(
         "select relkind = 'r' from pg_class where oid = to_regclass(%s)", (VIEW,)
     ).fetchone()
+    narrow = bool(row and row[0])  # the vault before this module: a table, a row per field
     narrow_fields = (
         [r[0] for r in conn.execute(f"select distinct column_name from {VIEW} order by 1")]
-        if narrow and narrow[0]
+        if narrow
         else []
     )
+    for field in narrow_fields:  # each becomes column names in the DDL below
+        if not SQL_IDENTIFIER.fullmatch(field) or len(field) > VAULT_FIELD_MAX:
+            raise ValueError(f"{VIEW} holds a column name that is no plain identifier: {field!r}")
     present = table_fields(conn)
     wanted = [*present]
     for field in [*vault_fields(policy), *narrow_fields]:
@@ -125,7 +131,7 @@ def ensure_vault(conn: psycopg.Connection, policy: FieldPolicy) -> None:
             f" add column {key_version_column(field)} integer,"
             f" add column {effective_at_column(field)} timestamptz"
         )
-    if narrow_fields:
+    if narrow:
         _move_narrow_rows(conn, narrow_fields)
     # A B-tree, not a BRIN: an incremental load updates rows all over the table, and a BRIN
     # range holding one of them makes every row of its 128 pages a candidate.
@@ -141,6 +147,9 @@ def ensure_vault(conn: psycopg.Connection, policy: FieldPolicy) -> None:
 
 def _move_narrow_rows(conn: psycopg.Connection, fields: list[str]) -> None:
     """One row per field (the vault before this module) into one row per subject."""
+    if not fields:  # an empty vault
+        conn.execute(f"drop table {VIEW}")
+        return
     names, picked = [], []
     for f in fields:
         names += [f, key_version_column(f), effective_at_column(f)]

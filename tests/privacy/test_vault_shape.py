@@ -86,8 +86,15 @@ def test_the_merge_keeps_each_fields_newest_value(vault_db, batches):
     assert got == _expected(batches)
 
 
-def test_a_vault_of_one_row_per_field_moves_to_one_row_per_subject(make_database):
-    warehouse = make_database()
+NARROW_ROWS = [
+    ("s1", "email", 1, b"e1", T0, 4),
+    ("s1", "fax", 2, b"f1", None, 7),  # a field the policy no longer seals
+    ("s2", "phone", 1, b"p2", T0, 3),
+]
+
+
+def _narrow_vault(warehouse, rows) -> None:
+    """Give a fresh warehouse the vault as it was before vault.contacts: a row per field."""
     with warehouse.connect() as conn:
         conn.execute("drop view vault.contact_fields")
         conn.execute("drop table vault.contacts")
@@ -97,17 +104,18 @@ def test_a_vault_of_one_row_per_field_moves_to_one_row_per_subject(make_database
             " timestamptz, updated_at timestamptz not null default now(), change_epoch bigint"
             " not null default 0, primary key (subject_token, column_name))"
         )
-        rows = [
-            ("s1", "email", 1, b"e1", T0, 4),
-            ("s1", "fax", 2, b"f1", None, 7),  # a field the policy no longer seals
-            ("s2", "phone", 1, b"p2", T0, 3),
-        ]
         for row in rows:
             conn.execute(
                 "insert into vault.contact_fields (subject_token, column_name, key_version,"
                 " ciphertext, effective_at, change_epoch) values (%s, %s, %s, %s, %s, %s)",
                 row,
             )
+
+
+@pytest.mark.parametrize("rows", [NARROW_ROWS, []], ids=["values", "empty"])
+def test_a_vault_of_one_row_per_field_moves_to_one_row_per_subject(make_database, rows):
+    warehouse = make_database()
+    _narrow_vault(warehouse, rows)
     warehouse.ensure_schema()
     warehouse.ensure_schema()  # and again: nothing left to move
     with warehouse.connect() as conn:
@@ -122,7 +130,17 @@ def test_a_vault_of_one_row_per_field_moves_to_one_row_per_subject(make_database
         epochs = dict(conn.execute("select subject_token, change_epoch from vault.contacts"))
     assert kinds == [("contact_fields", "v"), ("contacts", "r")]
     assert seen == [(s, c, v, b, at) for s, c, v, b, at, _ in sorted(rows)]
-    assert epochs == {"s1": 7, "s2": 3}  # a subject's row: the newest of its fields' epochs
+    # a subject's row: the newest of its fields' epochs
+    assert epochs == ({"s1": 7, "s2": 3} if rows else {})
+
+
+def test_a_moved_column_name_that_is_no_identifier_is_refused(make_database):
+    """Field names become column names of vault.contacts: one the policy could never have
+    written (a tampered table) stops the move, naming it, before any DDL runs."""
+    warehouse = make_database()
+    _narrow_vault(warehouse, [("s1", "x; drop table audit.events", 1, b"x", None, 0)])
+    with pytest.raises(ValueError, match=r"no plain identifier: 'x; drop table audit\.events'"):
+        warehouse.ensure_schema()
 
 
 def test_the_view_reads_and_writes_like_a_table_of_fields(vault_db):
