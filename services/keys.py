@@ -30,7 +30,12 @@ import psycopg
 from psycopg import sql
 
 from connectors.warehouse.audit import record_audit
-from connectors.warehouse.vault_table import key_version_column, table_fields
+from connectors.warehouse.vault_table import (
+    fields_among,
+    key_version_column,
+    table_columns,
+    table_fields,
+)
 from domain.keys import KeyringFileProvider
 from domain.policy import FieldPolicy
 from domain.token_chain import SQL_TOKEN_PATTERN, ChainedTokenizer
@@ -358,16 +363,10 @@ def _reencrypt_for_new_subjects(conn: psycopg.Connection, cipher: VaultCipher) -
     chunks, so memory stays flat on large vaults.
     """
     conn.execute("create temp table if not exists rekey_vault (like vault.contacts) on commit drop")
-    columns = [
-        name
-        for (name,) in conn.execute(
-            "select column_name from information_schema.columns where table_schema = 'vault'"
-            " and table_name = 'contacts' order by ordinal_position"
-        )
-    ]
+    columns = table_columns(conn)
     # (value, key version) column positions of every field within a row
     places = [
-        (f, columns.index(f), columns.index(key_version_column(f))) for f in table_fields(conn)
+        (f, columns.index(f), columns.index(key_version_column(f))) for f in fields_among(columns)
     ]
     listed = ", ".join(columns)
     moved = rows_moved = 0

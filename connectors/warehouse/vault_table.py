@@ -84,15 +84,24 @@ def merge_sql(fields: list[str]) -> str:
     )
 
 
-def table_fields(conn: psycopg.Connection) -> list[str]:
-    """The fields vault.contacts has columns for, in column order."""
-    columns = [
+def table_columns(conn: psycopg.Connection) -> list[str]:
+    """vault.contacts' columns, in order."""
+    return [
         name
         for (name,) in conn.execute(
             "select column_name from information_schema.columns"
             " where table_schema = 'vault' and table_name = 'contacts' order by ordinal_position"
         )
     ]
+
+
+def table_fields(conn: psycopg.Connection) -> list[str]:
+    """The fields vault.contacts has columns for, in column order."""
+    return fields_among(table_columns(conn))
+
+
+def fields_among(columns: list[str]) -> list[str]:
+    """The fields whose three columns are all among `columns`, in their order."""
     present = set(columns)
     return [
         c for c in columns if key_version_column(c) in present and effective_at_column(c) in present
