@@ -37,6 +37,9 @@ GENERALIZE_RULES = {
 }
 SIMPLE_ACTIONS = {"subject", "tokenize", "tokenize_subject", "vault", "drop"}
 IDENTITY_KEY_TYPES = {"mrn", "email", "name_dob"}
+# A vault field's columns of vault.contacts besides its ciphertext's (<field>): its key
+# version's and its effective time's (connectors/warehouse/vault_table.py).
+KEY_VERSION_SUFFIX, EFFECTIVE_AT_SUFFIX = "_key_version", "_effective_at"
 # Entity, field and landing column names are formatted into DDL and COPY statements
 # (connectors/warehouse), so they must be plain lower-case SQL identifiers: no quoting, no
 # reserved characters, and at most 63 bytes, PostgreSQL's limit (longer ones are truncated
@@ -125,7 +128,8 @@ class FieldPolicy(BaseModel):
         # and <field>_effective_at; they must be identifiers, and distinct from another
         # field's (a field called email_key_version beside email would share one).
         names = vault_fields(self)
-        derived = [c for f in names for c in (f"{f}_key_version", f"{f}_effective_at")]
+        suffixes = (KEY_VERSION_SUFFIX, EFFECTIVE_AT_SUFFIX)
+        derived = [field + suffix for field in names for suffix in suffixes]
         for column in derived:
             _check_identifier("vault column", column)
         clashes = sorted(set(names) & set(derived))

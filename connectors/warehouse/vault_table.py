@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import psycopg
 
-from domain.policy import SQL_IDENTIFIER, FieldPolicy, vault_fields
+from domain.policy import (
+    EFFECTIVE_AT_SUFFIX,
+    KEY_VERSION_SUFFIX,
+    SQL_IDENTIFIER,
+    FieldPolicy,
+    vault_fields,
+)
 
 TABLE = "vault.contacts"
 VIEW = "vault.contact_fields"
@@ -26,15 +32,15 @@ VIEW = "vault.contact_fields"
 # ciphertext and key version (null when the record has no value for it).
 STAGING = "vault_incoming"
 # The longest field name whose derived column names (_effective_at) fit PostgreSQL's 63.
-VAULT_FIELD_MAX = 63 - len("_effective_at")
+VAULT_FIELD_MAX = 63 - len(EFFECTIVE_AT_SUFFIX)
 
 
 def key_version_column(field: str) -> str:
-    return f"{field}_key_version"
+    return field + KEY_VERSION_SUFFIX
 
 
 def effective_at_column(field: str) -> str:
-    return f"{field}_effective_at"
+    return field + EFFECTIVE_AT_SUFFIX
 
 
 def staging_columns(fields: list[str]) -> list[str]:
@@ -201,7 +207,8 @@ def _create_view(conn: psycopg.Connection, fields: list[str]) -> None:
 
 
 # Writes through the view land in the field's columns of the subject's row. Column names
-# come from the row written and are quoted (%I): a name that is no vault field fails.
+# come from the row written and are quoted (%I): a name that is no vault field fails. (The
+# suffixes are domain.policy's KEY_VERSION_SUFFIX and EFFECTIVE_AT_SUFFIX.)
 _WRITE_THROUGH = """
 create or replace function vault.contact_fields_write() returns trigger
 language plpgsql as $$
