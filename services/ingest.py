@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,11 +26,13 @@ from connectors.warehouse.read_worker import ReadWorkers, WorkerRead
 from domain.protect import Protector
 
 SOURCES = ("fhir", "hl7", "crm")
-# Files in flight at a time, each on its own connection (see ingest_uris). With read
-# workers, files after the one merging read ahead while it holds its source's turn. On this
-# 2-core machine two are best: both cores were 94% busy loading FHIR at 100k patients, and
-# 3 or 4 lanes took 37.0 and 35.7 s against 34.9 s (HL7: 28.9 and 30.9 s against 28.1 s).
+# Files read at a time (see ingest_uris). With read workers, each reads on its own core. On
+# this 2-core machine two are best: both cores were 94% busy loading FHIR at 100k patients,
+# and 3 or 4 took 37.0 and 35.7 s against 34.9 s (HL7: 28.9 and 30.9 s against 28.1 s).
 LANES = 2
+# Files in flight, each on its own connection: the LANES being read and those read already,
+# staging their rows until the file before them has merged and committed (LoadTurn).
+FILES_IN_FLIGHT = 4
 _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".zst", ".xz"}
 
 
@@ -80,46 +83,55 @@ def ingest_uris(
     source: str | None = None,
     fhir_mode: str = "fast",
 ) -> list[FileLoadResult]:
-    """Load each file in its own transaction (load_file), LANES files in flight at a time.
+    """Load each file in its own transaction (load_file), LANES files read at a time.
 
-    A file's last batches are written and committed while the next file is already being
-    read and protected on another connection: loading them strictly one after the other
-    left the reading core idle for that drain (1-3 s per file, a third of the time of the
-    nine FHIR files at 100k patients). Each file in flight is parsed and protected in a
-    read worker process (connectors/warehouse/read_worker.py) when it is large, so they use
-    every core. Files of one source still merge and commit in the order given (LoadTurn):
-    while one merges, the files after it read and stage their batches. The results come
-    back in the order given, and the first error is raised once the files beside it have
-    ended; no file starts after it.
+    Each file read is parsed and protected in a read worker process when it is large
+    (connectors/warehouse/read_worker.py), so the files read side by side use every core.
+    Files of one source merge and commit in the order given (LoadTurn): a file read before
+    the one ahead of it has merged stages its rows and waits, on its own connection, while
+    the next file is read in its place (up to FILES_IN_FLIGHT files at a time). Reading a
+    file only once the one before it had committed left a core idle whenever a short file
+    was read beside a long one, and during each file's last merges. The results come back in
+    the order given, and the first error is raised once the files beside it have ended; no
+    file starts after it. A file whose source kind cannot be told fails the call before any
+    file loads.
     """
-    uris = list(uris)
+    files = [(uri, source or detect_source(uri)) for uri in uris]
     with bulk_load_gc():
-        if len(uris) < 2:
+        if len(files) < 2:
             # A lone file is read in this process: a worker would have no second file to
             # run beside (measured at 100k patients: the CRM export 7.5 s here, 8.3 s in a
             # worker; the HL7 ADT file 13.3 and 13.8 s).
             with prompt_thread_switches():
-                return [_load(conn, uri, protector, source, fhir_mode) for uri in uris]
-        # One Protector per lane: its caches and counters are plain dicts, not shared
-        # between threads; the counters are added back to the caller's at the end.
-        lane_protectors = [_lane_copy(protector) for _ in range(LANES)]
+                return [_load(conn, uri, protector, kind, fhir_mode) for uri, kind in files]
+        in_flight = min(FILES_IN_FLIGHT, len(files))
+        # One Protector per file in flight: its caches and counters are plain dicts, not
+        # shared between threads; the counters are added back to the caller's at the end.
+        lane_protectors = [_lane_copy(protector) for _ in range(in_flight)]
+        reading = threading.Semaphore(LANES)
+        failed = threading.Event()
         futures: list[Future[FileLoadResult]] = []
         try:
             with (
                 ReadWorkers() as workers,
-                _more_connections(conn, LANES - 1) as others,
-                ThreadPoolExecutor(max_workers=LANES, thread_name_prefix="ingest-file") as lanes,
+                _more_connections(conn, in_flight - 1) as others,
+                ThreadPoolExecutor(
+                    max_workers=in_flight, thread_name_prefix="ingest-file"
+                ) as lanes,
             ):
                 connections = [conn, *others]
                 previous: LoadTurn | None = None
-                for index, uri in enumerate(uris):
-                    if index >= LANES:
-                        # its lane is free (or its error is raised)
-                        futures[index - LANES].result()
-                    lane = index % LANES
-                    turn = LoadTurn(previous)
-                    job = connections[lane], uri, lane_protectors[lane], source, fhir_mode
-                    futures.append(lanes.submit(_load, *job, turn, workers))
+                for index, (uri, kind) in enumerate(files):
+                    if index >= in_flight:
+                        # its connection is free (or its error is raised)
+                        futures[index - in_flight].result()
+                    reading.acquire()  # a file ahead has been read (or has ended)
+                    if failed.is_set():
+                        break
+                    slot = index % in_flight
+                    turn = LoadTurn(previous, read=_ReadingSlot(reading))
+                    job = connections[slot], uri, lane_protectors[slot], kind, fhir_mode
+                    futures.append(lanes.submit(_load_beside, failed, *job, turn, workers))
                     previous = turn
             return [future.result() for future in futures]
         finally:
@@ -128,16 +140,50 @@ def ingest_uris(
                 protector.dropped.update(lane_protector.dropped)
 
 
+class _ReadingSlot:
+    """One of ingest_uris' LANES reading slots, held by a file until its reading ends."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        self.slots = slots
+        self.held = True
+
+    def __call__(self) -> None:
+        """Give the slot back (once; the load calls it when reading ends, and at its end)."""
+        if self.held:
+            self.held = False
+            self.slots.release()
+
+
+def _load_beside(
+    failed: threading.Event,
+    conn: psycopg.Connection,
+    uri: str,
+    protector: Protector,
+    kind: str,
+    fhir_mode: str,
+    turn: LoadTurn,
+    workers: ReadWorkers,
+) -> FileLoadResult:
+    """_load as one of several files in flight: a failure is known before its reading slot
+    is given back, so ingest_uris starts no file after it."""
+    try:
+        return _load(conn, uri, protector, kind, fhir_mode, turn, workers)
+    except BaseException:
+        failed.set()
+        raise
+    finally:
+        turn.read()
+
+
 def _load(
     conn: psycopg.Connection,
     uri: str,
     protector: Protector,
-    source: str | None,
+    kind: str,
     fhir_mode: str,
     turn: LoadTurn | None = None,
     workers: ReadWorkers | None = None,
 ) -> FileLoadResult:
-    kind = source or detect_source(uri)
     # load_file writes the "ingest" audit record inside the file's own transaction. With
     # `workers`, a large file is parsed and protected in a worker process
     # (connectors/warehouse/read_worker.py), so the files in flight use every core.

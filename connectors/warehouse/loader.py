@@ -123,6 +123,8 @@ class LoadTurn:
     """
 
     previous: LoadTurn | None = None
+    # called once the file's records are read (its rows may still wait for the merge lock)
+    read: Callable[[], None] = lambda: None
     entered: threading.Event = field(default_factory=threading.Event)  # manifest row in
     taken: threading.Event = field(default_factory=threading.Event)  # merge lock held
 
@@ -448,6 +450,7 @@ def _load_file(
             else:
                 read = units.reader() if isinstance(units, WorkerRead) else units
                 _read_into(batches, protector, file_id, source, read, result)
+            turn.read()
             batches.finish()
         finally:
             batches.close()

@@ -11,16 +11,23 @@ import pytest
 import services.ingest
 from connectors.warehouse.loader import redact_uri
 from pipelines.resources import PrivacyResource
-from services.ingest import ingest_uris
+from services.ingest import UnknownSourceError, ingest_uris
 
 UPDATED = "2026-03-01T10:00:00Z"
 
 
-@pytest.fixture(params=[2, 3], ids=["2-lanes", "3-lanes"], autouse=True)
+@pytest.fixture(
+    params=[(2, 4), (3, 3), (2, 2)],
+    ids=["2-read-4-in-flight", "3-read-3-in-flight", "2-read-2-in-flight"],
+    autouse=True,
+)
 def lanes(request, monkeypatch) -> int:
-    """Two files in flight (the default here) and three: the order must hold for any number."""
-    monkeypatch.setattr(services.ingest, "LANES", request.param)
-    return request.param
+    """Files read side by side and files in flight (the default here, and others): the
+    order must hold for any numbers."""
+    read, in_flight = request.param
+    monkeypatch.setattr(services.ingest, "LANES", read)
+    monkeypatch.setattr(services.ingest, "FILES_IN_FLIGHT", in_flight)
+    return read * 10 + in_flight  # distinct per case: it names the test's records
 
 
 RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
@@ -100,15 +107,49 @@ def test_counters_of_both_lanes_reach_the_callers_protector(warehouse, tmp_path,
     assert protector.dropped == {("patient", "race", "dlp:email"): 3}
 
 
-def test_an_error_in_one_file_is_raised_after_the_file_beside_it_ends(warehouse, tmp_path, lanes):
+def test_files_read_ahead_of_a_long_one_still_merge_after_it(warehouse, tmp_path, lanes):
+    """The second and third files are read while the first still is, and wait for it to
+    merge: the last file given wins the tie, in landing and in the vault."""
     protector = PrivacyResource().protector()
+    tie = f"sbs-ahead-{lanes}"
+    first = _write(
+        tmp_path / "first.ndjson",
+        [_patient(f"sbs-ahead-fill-{lanes}-{i}", "female", "Filler") for i in range(3000)]
+        + [_patient(tie, "female", "First")],
+    )
+    second = _write(tmp_path / "second.ndjson", [_patient(tie, "other", "Second")])
+    third = _write(tmp_path / "third.ndjson", [_patient(tie, "male", "Third")])
+    with warehouse.connect() as conn:
+        results = ingest_uris(conn, [first, second, third], protector, "fhir")
+        assert [r.file_id for r in results] == sorted(r.file_id for r in results)
+        subject = protector.tokenizer.subject_token("fhir", tie)
+        sex, file_id = conn.execute(
+            "select sex, file_id from landing.patients where subject_token = %s", (subject,)
+        ).fetchone()
+        key_version, blob = conn.execute(
+            "select key_version, ciphertext from vault.contact_fields"
+            " where subject_token = %s and column_name = 'given_name'",
+            (subject,),
+        ).fetchone()
+    assert (sex, file_id) == ("male", results[2].file_id)
+    assert protector.cipher.decrypt(subject, "given_name", key_version, blob) == "Third"
+
+
+def test_an_error_in_one_file_is_raised_after_the_files_beside_it_end(warehouse, tmp_path, lanes):
+    """The files given before the failing one are being read when it fails (they are long,
+    it fails at once): they load and commit; the file after it never starts."""
+    protector = PrivacyResource().protector()
+    read_side_by_side = lanes // 10
     beside = [
-        _write(tmp_path / f"good-{n}.ndjson", [_patient(f"sbs-good-{lanes}-{n}", "female", "Good")])
-        for n in range(lanes - 1)
+        _write(
+            tmp_path / f"good-{n}.ndjson",
+            [_patient(f"sbs-good-{lanes}-{n}-{i}", "female", "Good") for i in range(3000)],
+        )
+        for n in range(read_side_by_side - 1)
     ]
     missing = str(tmp_path / "missing.ndjson")
     after = _write(tmp_path / "after.ndjson", [_patient(f"sbs-after-{lanes}", "female", "After")])
-    uris = [missing, *beside, after]
+    uris = [*beside, missing, after]
     with warehouse.connect() as conn:
         with pytest.raises(FileNotFoundError):
             ingest_uris(conn, uris, protector, "fhir")
@@ -119,5 +160,17 @@ def test_an_error_in_one_file_is_raised_after_the_file_beside_it_ends(warehouse,
                 ([redact_uri(u) for u in uris],),
             )
         }
-    # The files beside the failing one were loading already and commit; none starts after.
     assert loaded == {redact_uri(u) for u in beside}
+
+
+def test_a_file_of_unknown_kind_fails_the_call_before_any_file_loads(warehouse, tmp_path, lanes):
+    protector = PrivacyResource().protector()
+    good = _write(tmp_path / "good.ndjson", [_patient(f"sbs-kind-{lanes}", "female", "Good")])
+    odd = _write(tmp_path / "odd.data", [_patient(f"sbs-kind-odd-{lanes}", "female", "Odd")])
+    with warehouse.connect() as conn:
+        with pytest.raises(UnknownSourceError, match=r"odd\.data"):
+            ingest_uris(conn, [good, odd, good], protector)
+        (count,) = conn.execute(
+            "select count(*) from landing.source_files where uri = %s", (redact_uri(good),)
+        ).fetchone()
+    assert count == 0
