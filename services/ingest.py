@@ -107,7 +107,7 @@ def ingest_uris(
         in_flight = min(FILES_IN_FLIGHT, len(files))
         # One Protector per file in flight: its caches and counters are plain dicts, not
         # shared between threads; the counters are added back to the caller's at the end.
-        lane_protectors = [_lane_copy(protector) for _ in range(in_flight)]
+        file_protectors = [_own_copy(protector) for _ in range(in_flight)]
         reading = threading.Semaphore(LANES)
         failed = threading.Event()
         futures: list[Future[FileLoadResult]] = []
@@ -117,7 +117,7 @@ def ingest_uris(
                 _more_connections(conn, in_flight - 1) as others,
                 ThreadPoolExecutor(
                     max_workers=in_flight, thread_name_prefix="ingest-file"
-                ) as lanes,
+                ) as loads,
             ):
                 connections = [conn, *others]
                 previous: LoadTurn | None = None
@@ -130,14 +130,14 @@ def ingest_uris(
                         break
                     slot = index % in_flight
                     turn = LoadTurn(previous, read=_ReadingSlot(reading))
-                    job = connections[slot], uri, lane_protectors[slot], kind, fhir_mode
-                    futures.append(lanes.submit(_load_beside, failed, *job, turn, workers))
+                    job = connections[slot], uri, file_protectors[slot], kind, fhir_mode
+                    futures.append(loads.submit(_load_beside, failed, *job, turn, workers))
                     previous = turn
             return [future.result() for future in futures]
         finally:
-            for lane_protector in lane_protectors:
-                protector.unknown_fields.update(lane_protector.unknown_fields)
-                protector.dropped.update(lane_protector.dropped)
+            for file_protector in file_protectors:
+                protector.unknown_fields.update(file_protector.unknown_fields)
+                protector.dropped.update(file_protector.dropped)
 
 
 class _ReadingSlot:
@@ -194,7 +194,7 @@ def _load(
     return load_file(conn, uri=uri, source=kind, units=units, protector=protector, turn=turn)
 
 
-def _lane_copy(protector: Protector) -> Protector:
+def _own_copy(protector: Protector) -> Protector:
     return replace(protector, unknown_fields=Counter(), dropped=Counter())
 
 
