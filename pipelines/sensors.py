@@ -21,6 +21,7 @@ import dagster as dg
 import psycopg
 
 from assets.file_drops import file_uri, inbound_files_partitions
+from connectors.warehouse.commit_cursor import CommitCursor, cursor_now, read_since
 from connectors.warehouse.database import Warehouse, state_dir
 from pipelines.jobs import consent_fast_path_job, engagement_feedback_job, ingest_file_job
 from pipelines.resources import EmailEngineResource, InboundResource, WarehouseResource
@@ -138,26 +139,20 @@ def _in_flight(context: dg.SensorEvaluationContext, job_name: str) -> bool:
 
 # --- consent fast path -------------------------------------------------------------------------
 
-# People with a new suppression or a newly landed denial, after the cursor position.
-_NEW_SUPPRESSIONS = (
-    "select person_token, received_at, event_id from engagement.suppressions"
-    " where (received_at, event_id) > (%s::timestamptz, %s::text)"
-    " order by received_at, event_id"
-)
-# (Subjects not yet resolved to a person are new people: synced nowhere yet.)
+# People with a newly landed denial in the given files (subjects not yet resolved to a
+# person are new people: synced nowhere yet).
 _NEW_DENIALS = (
     "select x.person_token from landing.consents l"
     " join landing.person_xref x on x.subject_token = l.subject_token"
-    " where l.file_id > %(file_id)s and l.file_id <= %(latest)s"
+    " where l.file_id = any(%(files)s)"
     " and (lower(l.decision) = 'deny' or lower(l.status) in ('inactive', 'rejected'))"
     " union"
     " select x.person_token from landing.contacts l"
     " join landing.person_xref x on x.subject_token = l.subject_token"
-    " where l.file_id > %(file_id)s and l.file_id <= %(latest)s"
+    " where l.file_id = any(%(files)s)"
     " and (l.marketing_auth_revoked is not null or l.unsubscribed_at is not null"
     "  or l.email_opt_in is false)"
 )
-_EPOCH = "1970-01-01T00:00:00+00:00"
 
 
 @dg.sensor(
@@ -168,27 +163,32 @@ _EPOCH = "1970-01-01T00:00:00+00:00"
 )
 def consent_fast_path_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     with _connect(warehouse) as conn:
-        if not context.cursor:
-            # First tick: start from now rather than replaying history (the nightly and
-            # hourly syncs have already applied everything before it).
-            context.update_cursor(json.dumps(_position_now(conn)))
+        position = json.loads(context.cursor) if context.cursor else {}
+        if set(position) != {"files", "suppressions"}:
+            # First tick (or a cursor of an earlier version): start from now rather than
+            # replaying history (the nightly and hourly syncs have applied everything before).
+            position = {
+                "files": cursor_now(conn, "landing.source_files").as_json(),
+                "suppressions": cursor_now(conn, "engagement.suppressions").as_json(),
+            }
+            context.update_cursor(json.dumps(position))
             return dg.SkipReason("consent fast path armed; watching for revocations from now")
-        position = json.loads(context.cursor)
-        people: set[str] = set()
-        suppressions = conn.execute(
-            _NEW_SUPPRESSIONS, (position["received_at"], position["event_id"])
-        ).fetchall()
-        for person, received_at, event_id in suppressions:
-            people.add(person)
-            position["received_at"], position["event_id"] = received_at.isoformat(), event_id
-        (latest,) = conn.execute(
-            "select coalesce(max(file_id), 0) from landing.source_files"
-        ).fetchone()
-        denials = conn.execute(
-            _NEW_DENIALS, {"file_id": position["file_id"], "latest": latest}
-        ).fetchall()
-        people.update(person for (person,) in denials)
-        position["file_id"] = max(int(latest), int(position["file_id"]))
+        # By the transactions that wrote them, not by file_id or received_at: rows can
+        # commit out of that order (commit_cursor.py), and a cursor past them would miss them.
+        suppressed, suppressions = read_since(
+            conn,
+            "engagement.suppressions",
+            "person_token",
+            CommitCursor.from_json(position["suppressions"]),
+        )
+        people: set[str] = {person for (person,) in suppressed}
+        landed, files = read_since(
+            conn, "landing.source_files", "file_id", CommitCursor.from_json(position["files"])
+        )
+        if landed:
+            denials = conn.execute(_NEW_DENIALS, {"files": [f for (f,) in landed]}).fetchall()
+            people.update(person for (person,) in denials)
+        position = {"files": files.as_json(), "suppressions": suppressions.as_json()}
         audiences = _audiences_holding(conn, people) if people else []
     context.update_cursor(json.dumps(position))
     if not audiences:
@@ -218,21 +218,6 @@ def _audiences_holding(conn, people: set[str]) -> list[str]:
         conn.rollback()
         return []
     return [audience for (audience,) in rows]
-
-
-def _position_now(conn) -> dict[str, object]:
-    received_at, event_id = conn.execute(
-        "select max(received_at), max(event_id) from engagement.suppressions"
-        " where received_at = (select max(received_at) from engagement.suppressions)"
-    ).fetchone()
-    (file_id,) = conn.execute(
-        "select coalesce(max(file_id), 0) from landing.source_files"
-    ).fetchone()
-    return {
-        "received_at": received_at.isoformat() if received_at else _EPOCH,
-        "event_id": event_id or "",
-        "file_id": int(file_id),
-    }
 
 
 operations_sensors = [inbound_files_sensor, engine_events_sensor, consent_fast_path_sensor]

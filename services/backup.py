@@ -526,6 +526,16 @@ def restore_warehouse(
                 f" {sorted(missing)[:5]}"
             )
         with conn.transaction():
+            # Files and suppressions carry the ids of the transactions that wrote them on the
+            # backed-up server (connectors/warehouse/commit_cursor.py); this server's ids may
+            # lie below them, and the consent sensor would read them again at every tick.
+            for schema, table in (("landing", "source_files"), ("engagement", "suppressions")):
+                if conn.execute(
+                    "select 1 from information_schema.columns where table_schema = %s"
+                    " and table_name = %s and column_name = 'xact_id'",
+                    (schema, table),
+                ).fetchone():
+                    conn.execute(f"update {schema}.{table} set xact_id = pg_current_xact_id()")
             record_audit(
                 conn,
                 "restore",

@@ -19,6 +19,8 @@ create table if not exists landing.source_files (
     records_loaded bigint not null default 0,
     records_quarantined bigint not null default 0,
     loaded_at timestamptz not null default now(),
+    -- the loading transaction: what the consent sensor reads by (commit_cursor.py)
+    xact_id xid8 not null default pg_current_xact_id(),
     unique (source, sha256)
 );
 
@@ -129,9 +131,28 @@ create table if not exists engagement.suppressions (
     person_token text not null,
     event_type text not null,  -- unsubscribe | hard_bounce | complaint
     effective_at timestamptz not null,
-    received_at timestamptz not null default now()
+    received_at timestamptz not null default now(),
+    -- the writing transaction: what the consent sensor reads by (commit_cursor.py)
+    xact_id xid8 not null default pg_current_xact_id()
 );
 create index if not exists suppressions_person on engagement.suppressions (person_token);
+-- Tables of earlier versions get the column once (looked up first: no table lock at every
+-- start); their rows all take the id of the transaction that adds it.
+do $$
+begin
+    if not exists (select 1 from information_schema.columns where table_schema = 'landing'
+                   and table_name = 'source_files' and column_name = 'xact_id') then
+        alter table landing.source_files
+            add column xact_id xid8 not null default pg_current_xact_id();
+    end if;
+    if not exists (select 1 from information_schema.columns where table_schema = 'engagement'
+                   and table_name = 'suppressions' and column_name = 'xact_id') then
+        alter table engagement.suppressions
+            add column xact_id xid8 not null default pg_current_xact_id();
+    end if;
+end;
+$$;
+create index if not exists suppressions_xact on engagement.suppressions (xact_id);
 
 create table if not exists engagement.cursors (
     destination text primary key,

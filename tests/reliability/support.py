@@ -60,6 +60,7 @@ VOLATILE_COLUMNS = frozenset(
         "actor",
         "approved_at",
         "voided_at",
+        "xact_id",
     }
 )
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

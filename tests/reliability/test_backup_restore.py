@@ -84,6 +84,13 @@ def test_restore_into_a_fresh_server_is_the_same_warehouse(
         assert not differences(before, after)
         assert intact, f"audit chain broken at {bad}"
         assert checked == audit_before + 1  # the restore itself is on the chain
+        with restored.connect() as conn:
+            # restamped with this server's transaction (commit_cursor.py), as rows already read
+            files, suppressions = conn.execute(
+                "select (select count(distinct xact_id) from landing.source_files),"
+                " (select count(distinct xact_id) from engagement.suppressions)"
+            ).fetchone()
+        assert files == 1 and suppressions <= 1
         figures.add("records_lost", sum((before[t] - after[t]).total() for t in before))
 
         sends_before = sum(delivery.sends.values())
