@@ -32,6 +32,36 @@ def test_an_older_warehouse_loses_the_per_row_file_key_of_its_landing_tables(war
     assert keys == [("quarantine.records",)]
 
 
+def test_an_older_warehouse_gets_the_identity_keys_one_index_with_its_keys_kept(warehouse):
+    """vault.identity_keys had a key led by the subject beside an index by (key_type,
+    key_hash); the next start leaves the one key by (key_type, key_hash, subject)."""
+    with warehouse.connect() as conn:
+        conn.execute(
+            "insert into vault.identity_keys values ('old-shape-subject', 'email', 'old-hash')"
+        )
+        conn.execute(
+            "alter table vault.identity_keys drop constraint identity_keys_pkey,"
+            " add primary key (subject_token, key_type, key_hash)"
+        )
+        conn.execute("create index identity_keys_hash on vault.identity_keys (key_type, key_hash)")
+        conn.commit()
+    warehouse.ensure_schema()
+    warehouse.ensure_schema()  # and once moved, it stays
+    with warehouse.connect() as conn:
+        indexes = conn.execute(
+            "select indexdef from pg_indexes where schemaname = 'vault'"
+            " and tablename = 'identity_keys'"
+        ).fetchall()
+        kept = conn.execute(
+            "select count(*) from vault.identity_keys where key_hash = 'old-hash'"
+        ).fetchone()[0]
+    assert [d for (d,) in indexes] == [
+        "CREATE UNIQUE INDEX identity_keys_pkey ON vault.identity_keys"
+        " USING btree (key_type, key_hash, subject_token)"
+    ]
+    assert kept == 1
+
+
 def test_dbt_env_reads_tcp_urls_with_credentials_and_masks_them_for_display():
     remote = Warehouse(database_url="postgresql://hub:s%40cret@db.internal:6543/analytics")
     assert remote.dbt_env() == {
