@@ -47,6 +47,20 @@ def _patient(pid: str, gender: str, given: str, race_text: str = "White") -> str
     )
 
 
+def _stored(conn, protector, patient_id: str) -> tuple[str, int, str]:
+    """(landing sex, landing file_id, vault given name) of a patient: which file won."""
+    subject = protector.tokenizer.subject_token("fhir", patient_id)
+    sex, file_id = conn.execute(
+        "select sex, file_id from landing.patients where subject_token = %s", (subject,)
+    ).fetchone()
+    key_version, blob = conn.execute(
+        "select key_version, ciphertext from vault.contact_fields"
+        " where subject_token = %s and column_name = 'given_name'",
+        (subject,),
+    ).fetchone()
+    return sex, file_id, protector.cipher.decrypt(subject, "given_name", key_version, blob)
+
+
 def _write(path: Path, lines: list[str]) -> str:
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -68,17 +82,11 @@ def test_the_later_file_wins_a_tie_although_it_loads_beside_the_earlier(warehous
             (redact_uri(first), 3001, 3001),
             (redact_uri(second), 1, 1),
         ]
-        subject = protector.tokenizer.subject_token("fhir", f"sbs-tie-{lanes}")
-        sex, file_id = conn.execute(
-            "select sex, file_id from landing.patients where subject_token = %s", (subject,)
-        ).fetchone()
-        key_version, blob = conn.execute(
-            "select key_version, ciphertext from vault.contact_fields"
-            " where subject_token = %s and column_name = 'given_name'",
-            (subject,),
-        ).fetchone()
-    assert (sex, file_id) == ("male", results[1].file_id)
-    assert protector.cipher.decrypt(subject, "given_name", key_version, blob) == "Later"
+        assert _stored(conn, protector, f"sbs-tie-{lanes}") == (
+            "male",
+            results[1].file_id,
+            "Later",
+        )
 
 
 def test_a_file_listed_twice_loads_once(warehouse, tmp_path, lanes):
@@ -122,17 +130,7 @@ def test_files_read_ahead_of_a_long_one_still_merge_after_it(warehouse, tmp_path
     with warehouse.connect() as conn:
         results = ingest_uris(conn, [first, second, third], protector, "fhir")
         assert [r.file_id for r in results] == sorted(r.file_id for r in results)
-        subject = protector.tokenizer.subject_token("fhir", tie)
-        sex, file_id = conn.execute(
-            "select sex, file_id from landing.patients where subject_token = %s", (subject,)
-        ).fetchone()
-        key_version, blob = conn.execute(
-            "select key_version, ciphertext from vault.contact_fields"
-            " where subject_token = %s and column_name = 'given_name'",
-            (subject,),
-        ).fetchone()
-    assert (sex, file_id) == ("male", results[2].file_id)
-    assert protector.cipher.decrypt(subject, "given_name", key_version, blob) == "Third"
+        assert _stored(conn, protector, tie) == ("male", results[2].file_id, "Third")
 
 
 def test_an_error_in_one_file_is_raised_after_the_files_beside_it_end(warehouse, tmp_path, lanes):
