@@ -189,7 +189,9 @@ def _load(
     # (connectors/warehouse/read_worker.py), so the files in flight use every core.
     reader = partial(read_units, uri, kind, fhir_mode)
     units: Iterable[InputUnit] | WorkerRead = (
-        reader() if workers is None else WorkerRead(reader, read_worker.WORKER_MIN_BYTES, workers)
+        reader()
+        if workers is None
+        else WorkerRead(reader, read_worker.worker_min_bytes(kind, fhir_mode), workers)
     )
     return load_file(conn, uri=uri, source=kind, units=units, protector=protector, turn=turn)
 

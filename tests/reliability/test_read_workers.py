@@ -124,3 +124,34 @@ def test_a_vault_behind_the_policy_fails_the_load_naming_the_fields(
         results = ingest_uris(conn, crm, privacy.protector())
         assert all(r.reconciled and r.loaded for r in results)
     databases.drop("rel_vault_behind")
+
+
+def test_strict_fhir_files_are_read_in_workers_from_a_smaller_size(
+    databases: Databases, schema_template, population, privacy, monkeypatch
+):
+    """Strict validation costs several times fast mode's reading per byte: a FHIR file too
+    small for a worker in fast mode goes to one in strict mode."""
+    from connectors.warehouse import loader
+
+    fhir = [p for p in population if p.endswith(".ndjson")]
+    largest = max(Path(p).stat().st_size for p in fhir)
+    monkeypatch.setattr(read_worker, "WORKER_MIN_BYTES", largest + 1)
+    assert read_worker.worker_min_bytes("fhir", "strict") <= largest
+    assert read_worker.worker_min_bytes("hl7", "strict") == largest + 1
+    in_workers: list[str] = []
+
+    def spy(units, protector, file_id, source, result, *rest):
+        in_workers.append(result.uri)
+        return read_in_worker(units, protector, file_id, source, result, *rest)
+
+    read_in_worker = loader.read_in_worker
+    monkeypatch.setattr(loader, "read_in_worker", spy)
+    for mode in ("fast", "strict"):
+        warehouse = databases.create(f"rel_read_{mode}", template=schema_template)
+        with warehouse.connect() as conn:
+            results = ingest_uris(conn, fhir, privacy.protector(), fhir_mode=mode)
+        assert all(r.reconciled and r.read for r in results)
+        databases.drop(f"rel_read_{mode}")
+        if mode == "fast":
+            assert in_workers == []
+    assert max(fhir, key=lambda p: Path(p).stat().st_size) in in_workers
