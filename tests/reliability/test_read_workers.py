@@ -139,12 +139,12 @@ def test_strict_fhir_files_are_read_in_workers_from_a_smaller_size(
     assert read_worker.worker_min_bytes("fhir", "strict") <= largest
     assert read_worker.worker_min_bytes("hl7", "strict") == largest + 1
     in_workers: list[str] = []
+    read_in_worker = loader.read_in_worker
 
     def spy(units, protector, file_id, source, result, *rest):
         in_workers.append(result.uri)
         return read_in_worker(units, protector, file_id, source, result, *rest)
 
-    read_in_worker = loader.read_in_worker
     monkeypatch.setattr(loader, "read_in_worker", spy)
     for mode in ("fast", "strict"):
         warehouse = databases.create(f"rel_read_{mode}", template=schema_template)
