@@ -93,7 +93,30 @@ def _comparisons(results: Results, key: str, size: int, s: Summary) -> tuple[str
         b = results.summary(other, size)
         if b is not None and b.rate > 0:
             limits.append(f"{100 * s.rate / b.rate:,.1f}% of {short(other)}")
+    if key == "protect.records" and (floor := _crypto_seconds(results, size)) is not None:
+        limits.append(f"{100 * floor / s.seconds:,.1f}% of its crypto calls alone")
     return "; ".join(versus) or "—", "; ".join(limits) or "—"
+
+
+def _crypto_call_us(results: Results, size: int) -> tuple[float, float] | None:
+    """µs per HMAC and per AES-GCM call at the fastest limits measured at this size."""
+    hmac = [r for k in ("limit.hmac_digest", "limit.hmac_stdlib", "limit.hmac_cryptography")
+            if (r := _value(results, k, size)) is not None]  # fmt: skip
+    aes = _value(results, "limit.aesgcm", size)
+    if not hmac or not aes:
+        return None
+    return 1e6 / max(hmac), 1e6 / aes
+
+
+def _crypto_seconds(results: Results, size: int) -> float | None:
+    """The protect run's tokens and encryptions priced at the raw per-call speeds: the
+    protect stage's limit (its records with nothing but their cryptography done)."""
+    prices = _crypto_call_us(results, size)
+    tokens = results.summary("protect.tokens", size)
+    vault = results.summary("protect.vault", size)
+    if prices is None or tokens is None or vault is None:
+        return None
+    return (tokens.records * prices[0] + vault.records * prices[1]) / 1e6
 
 
 def _table(results: Results, keys: list[str], sizes: list[int]) -> list[str]:
@@ -536,12 +559,10 @@ def _crypto_floor(results: Results, sizes: list[int]) -> list[str]:
     machine with every other cost (parsing, PostgreSQL) at zero."""
     for z in reversed(sizes):
         per_source = results.extras("protect.records", z).get("per_source")
-        hmac = [r for k in ("limit.hmac_digest", "limit.hmac_stdlib", "limit.hmac_cryptography")
-                if (r := _value(results, k, z)) is not None]  # fmt: skip
-        aes = _value(results, "limit.aesgcm", z)
-        if not per_source or not hmac or aes is None:
+        prices = _crypto_call_us(results, z)
+        if not per_source or prices is None:
             continue
-        hmac_us, aes_us = 1e6 / max(hmac), 1e6 / aes
+        hmac_us, aes_us = prices
         cores = results.meta.get("machine", {}).get("cores") or 1
         notes = [f"- Cryptographic floor per input unit at {_size(z)} (HMAC {hmac_us:.2f} µs,"
                  f" AES-GCM {aes_us:.2f} µs per call, the fastest limits above):"]  # fmt: skip

@@ -125,6 +125,18 @@ def test_the_protect_notes_price_each_sources_crypto_calls_at_the_measured_limit
     assert "at most 10 rows/s per core and 20/s on all 2 cores" in notes
 
 
+def test_the_protect_stage_is_priced_against_its_own_crypto_calls_alone():
+    results = _results("limit.aesgcm", 10_000, 1.0, "main")  # 10,000 µs a call
+    results.add_run("limit.hmac_digest", 10_000, {"seconds": 2.0, "records": 100})  # 20,000
+    results.add_run("protect.records", 10_000, {"seconds": 2.0, "records": 30})
+    results.add_run("protect.tokens", 10_000, {"seconds": 2.0, "records": 30})
+    results.add_run("protect.vault", 10_000, {"seconds": 2.0, "records": 40})
+    summary = results.summary("protect.records", 10_000)
+    # 30 HMAC x 0.02 s + 40 AES-GCM x 0.01 s = 1 s of the 2 s the records took
+    _, limits = report._comparisons(results, "protect.records", 10_000, summary)
+    assert limits == "50.0% of its crypto calls alone"
+
+
 def test_the_protection_target_uses_the_a_b_ingest_when_it_ran():
     from bench.protection_overhead import as_results
 
