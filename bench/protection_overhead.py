@@ -122,7 +122,7 @@ def keyring_costs() -> dict[str, float]:
 
 def ingest_run(patients: int, seed: int) -> dict[str, object]:
     from connectors.warehouse.database import Warehouse
-    from connectors.warehouse.embedded import database_options
+    from connectors.warehouse.embedded import database_options, stop_embedded
     from domain.keys import KeyringFileProvider
     from domain.policy import default_policy
     from domain.protect import Protector
@@ -182,27 +182,37 @@ def ingest_run(patients: int, seed: int) -> dict[str, object]:
         from connectors.warehouse import read_worker
 
         read_worker.WORKER_MIN_BYTES = 1 << 62
-        for number, (label, protector) in enumerate(variants.items()):
-            with psycopg.connect(server.url(), autocommit=True) as conn:
-                (ctype,) = conn.execute(
-                    "select datctype from pg_database where datname = 'template1'"
-                ).fetchone()
-                conn.execute(f"create database bench_protect_{number} {database_options(ctype)}")
-            url = server.url().replace("/audience_hub?", f"/bench_protect_{number}?")
-            warehouse = Warehouse(url, root / "state")
-            warehouse.ensure_schema()
-            with warehouse.connect() as conn:
-                started = time.perf_counter()
-                loaded = ingest_uris(conn, files, protector)
-                seconds = time.perf_counter() - started
-            results[label] = {
-                "ingest seconds": round(seconds, 2),
-                "records": sum(r.read for r in loaded),
-                "records per s": _rate(sum(r.read for r in loaded), seconds),
-                "protect seconds": round(protector.tally["seconds"], 2),
-                "tokens": protector.tally["tokens"],
-                "vault encryptions": protector.tally["encryptions"],
-            }
+        try:
+            for number, (label, protector) in enumerate(variants.items()):
+                with psycopg.connect(server.url(), autocommit=True) as conn:
+                    (ctype,) = conn.execute(
+                        "select datctype from pg_database where datname = 'template1'"
+                    ).fetchone()
+                    options = database_options(ctype)
+                    conn.execute(f"create database bench_protect_{number} {options}")
+                url = server.url().replace("/audience_hub?", f"/bench_protect_{number}?")
+                warehouse = Warehouse(url, root / "state")
+                warehouse.ensure_schema()
+                with warehouse.connect() as conn:
+                    started = time.perf_counter()
+                    loaded = ingest_uris(conn, files, protector)
+                    seconds = time.perf_counter() - started
+                results[label] = {
+                    "ingest seconds": round(seconds, 2),
+                    "records": sum(r.read for r in loaded),
+                    "records per s": _rate(sum(r.read for r in loaded), seconds),
+                    "protect seconds": round(protector.tally["seconds"], 2),
+                    "tokens": protector.tally["tokens"],
+                    "vault encryptions": protector.tally["encryptions"],
+                }
+                # Dropped once measured: two 1M warehouses at once filled the disk, and a
+                # server with one to flush outlasted its stop's wait (below).
+                with psycopg.connect(server.url(), autocommit=True) as conn:
+                    conn.execute(f"drop database bench_protect_{number}")
+        finally:
+            # Stopped before the scratch folder goes: a 1M run once removed it under a
+            # server still writing its WAL and failed at its very end, its figures unprinted.
+            stop_embedded(root / "state" / "pg")
         base, real = results.values()
         # Wall-clock difference of the two ingests (noisy on a shared machine), and the
         # steadier figure: crypto seconds (protect time with crypto minus without) against

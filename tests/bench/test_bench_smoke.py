@@ -122,3 +122,24 @@ def test_remeasure_runs_the_dbt_sync_and_events_steps_again_on_a_kept_size(tmp_p
         assert results.summary(figure, run.SMOKE_PATIENTS).runs == 1, figure
     assert not results.data["errors"]
     assert results.meta["command"].startswith("python -m bench.remeasure")
+
+
+def test_the_protection_a_b_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path):
+    """`python -m bench.protection_overhead` (not part of `make bench`) at a tiny size: both
+    ingests produce figures the report can add, and its scratch folder (data, embedded
+    server) is gone when it ends."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "ab.json"
+    command = [sys.executable, "-m", "bench.protection_overhead", "--patients", "200"]
+    command += ["--calls", "1000", "--results", str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "HUB_STATE_DIR")}
+    completed = subprocess.run(
+        command, cwd=run.REPO, env={**env, "TMPDIR": str(scratch)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = Results.load(out)
+    for key in EXTERNAL:
+        assert results.summary(key, 200).records > 0
+    assert [p for p in scratch.iterdir() if p.is_dir()] == []
