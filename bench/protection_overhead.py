@@ -205,8 +205,8 @@ def ingest_run(patients: int, seed: int) -> dict[str, object]:
                     "tokens": protector.tally["tokens"],
                     "vault encryptions": protector.tally["encryptions"],
                 }
-                # Dropped once measured: two 1M warehouses at once filled the disk, and a
-                # server with one to flush outlasted its stop's wait (below).
+                # Dropped once measured: the two 1M warehouses side by side filled the disk,
+                # and the server then has little left to write when it stops (below).
                 with psycopg.connect(server.url(), autocommit=True) as conn:
                     conn.execute(f"drop database bench_protect_{number}")
         finally:
