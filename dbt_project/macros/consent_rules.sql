@@ -299,3 +299,35 @@
 {% macro consent_day_key(column) -%}
     lpad(to_char(({{ column }})::timestamp, 'J'), 10, '0')
 {%- endmacro %}
+
+{#-
+    consent_events_digest(): aggregate over a person's rows of int_consent_events that
+    changes whenever any event the rules read changes (a count and a sum of 64-bit row
+    hashes: order-independent, so PostgreSQL aggregates by hashing, with no sort per
+    person). int_consent_digests keeps it for the send step; int_consent_history keeps it
+    to recompute only the people whose events changed. Its inputs are tokens, codes and
+    dates, never PHI.
+-#}
+{% macro consent_events_digest() -%}
+    count(*)::text || ':' || sum(
+        hashtextextended(row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0)
+    )::text
+{%- endmacro %}
+
+{#-
+    drop_histories_without_events(): int_consent_history's pre-hook. An incremental build
+    rewrites the people it recomputes; people who no longer have any consent event (moved
+    to another person by a merge, or forgotten) would keep their old intervals, so their
+    rows go first. Nothing to do when the table is built from scratch.
+-#}
+{% macro drop_histories_without_events() -%}
+    {%- if is_incremental() %}
+    delete from {{ this }} as kept
+    where not exists (
+        select 1 from {{ ref('int_consent_events') }} as events
+        where events.person_token = kept.person_token
+    )
+    {%- else %}
+    select 1
+    {%- endif %}
+{%- endmacro %}

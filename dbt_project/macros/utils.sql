@@ -200,3 +200,14 @@
 {% macro code_set_codes(code_set) -%}
     select code_system, code from {{ ref('clinical_code_sets') }} where code_set = '{{ code_set }}'
 {%- endmacro %}
+
+{#-
+    one_build_at_a_time(): pre-hook of the incremental models that rewrite rows by key
+    (delete+insert). Two builds side by side (the consent fast path beside the hourly run)
+    would each delete the rows they rewrite and each insert them again: duplicates. The
+    lock lasts until the model's transaction commits (hooks run inside it); the build that
+    waited then reads what the first one wrote and finds little left to rewrite.
+-#}
+{% macro one_build_at_a_time() -%}
+    select pg_advisory_xact_lock(hashtext('audience_hub.{{ this.schema }}.{{ this.identifier }}'))
+{%- endmacro %}

@@ -10,6 +10,8 @@ rows, analyst grants, and documentation coverage.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -935,6 +937,113 @@ def test_a_rebuild_rewrites_and_stamps_only_the_consent_digests_that_changed(
         " where person_token = %s",
         (person,),
     ) == [(True,)]
+
+
+def test_an_incremental_build_recomputes_only_the_consent_histories_that_changed(
+    built: Built,
+) -> None:
+    """int_consent_history is incremental by person: a build rewrites the people whose
+    events changed (or whose rows came from other code: a digest that no longer matches),
+    drops people left without events, leaves everyone else's rows alone, and ends equal to
+    a build from scratch."""
+    changed, stale, consent = "person-fhir-marketing", "person-revoked", "consent-fhir-marketing-0"
+    columns = "purpose, valid_from, valid_to, allowed, reason, consent_ref, events_digest"
+
+    def history() -> dict[str, tuple[list[tuple], set[str]]]:
+        """person -> (their rows, the transactions that wrote them)"""
+        found: dict[str, tuple[list[tuple], set[str]]] = defaultdict(lambda: ([], set()))
+        for person, written_by, *row in built.rows(
+            f"select person_token, xmin::text, {columns} from intermediate.int_consent_history"
+        ):
+            found[person][0].append(tuple(row))
+            found[person][1].add(written_by)
+        return {p: (sorted(rows, key=str), xids) for p, (rows, xids) in found.items()}
+
+    def build(*args: str) -> dict[str, tuple[list[tuple], set[str]]]:
+        with dbt_environment(built.warehouse):
+            result = run_dbt(
+                built.tmp,
+                "run",
+                "--select",
+                "int_consent_events int_consent_history",
+                *args,
+                "--vars",
+                f"{{evaluation_date: '{EVALUATION_DATE}', analyst_role: no_such_role}}",
+            )
+        assert result.success, result.exception
+        return history()
+
+    def values(found: dict[str, tuple[list[tuple], set[str]]]) -> dict[str, list[tuple]]:
+        return {p: rows for p, (rows, _) in found.items()}
+
+    before = history()
+    assert changed in before and stale in before
+    with built.warehouse.connect() as conn:
+        conn.execute(
+            "update landing.consents set period_end = current_date + 400"
+            " where source_id_token = %s",
+            (consent,),
+        )
+        conn.execute(
+            "update intermediate.int_consent_history set events_digest = 'other code'"
+            " where person_token = %s",
+            (stale,),
+        )
+        conn.execute(
+            f"insert into intermediate.int_consent_history (person_token, channel, {columns})"
+            " select 'person-without-events', channel, " + columns +
+            " from intermediate.int_consent_history where person_token = %s",
+            (stale,),
+        )  # fmt: skip
+    after = build()
+    assert "person-without-events" not in after
+    assert after[changed][0] != before[changed][0]
+    assert after[stale][0] == before[stale][0] and after[stale][1].isdisjoint(before[stale][1])
+    untouched = set(before) - {changed, stale}
+    assert untouched and all(after[p] == before[p] for p in untouched)
+    assert values(build("--full-refresh")) == values(after)
+    with built.warehouse.connect() as conn:
+        conn.execute(
+            "update landing.consents set period_end = null where source_id_token = %s",
+            (consent,),
+        )
+    assert values(build()) == values(before)
+
+
+def test_an_incremental_model_waits_for_a_build_of_it_in_progress(built: Built) -> None:
+    """Builds of a delete+insert model take turns (one_build_at_a_time): side by side, each
+    would delete the rows they rewrite and each insert them again."""
+    lock = "select pg_advisory_xact_lock(hashtext('audience_hub.intermediate.int_consent_history'))"
+    waiting = (
+        "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+        " and database = (select oid from pg_database where datname = current_database())"
+    )
+    with built.warehouse.connect() as holder, built.warehouse.connect() as watcher:
+        watcher.autocommit = True
+        holder.execute(lock)  # a build in progress, as far as the next one can tell
+        outcome: list = []
+        with dbt_environment(built.warehouse):
+            second = threading.Thread(
+                target=lambda: outcome.append(
+                    run_dbt(
+                        built.tmp,
+                        "run",
+                        "--select",
+                        "int_consent_history",
+                        "--vars",
+                        f"{{evaluation_date: '{EVALUATION_DATE}', analyst_role: no_such_role}}",
+                    )
+                )
+            )
+            second.start()
+            deadline = time.monotonic() + 60
+            while watcher.execute(waiting).fetchone()[0] == 0 and second.is_alive():
+                assert time.monotonic() < deadline, "the second build never reached the lock"
+                time.sleep(0.05)
+            assert second.is_alive() and not outcome  # it waits ...
+            holder.commit()  # ... until the first one ends
+            second.join(120)
+    assert outcome and outcome[0].success, outcome and outcome[0].exception
 
 
 def test_engagement_aggregates_exclude_machine_opens(built: Built) -> None:

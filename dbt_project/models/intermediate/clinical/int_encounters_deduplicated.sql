@@ -4,6 +4,7 @@
         unique_key=['source_system', 'encounter_key'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        pre_hook="{{ one_build_at_a_time() }}",
         indexes=[
             {'columns': ['subject_token']},
             {'columns': ['source_system', 'encounter_key'], 'unique': True},

@@ -38,7 +38,7 @@
         unique_key='person_token',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        pre_hook="{{ hold_change_clock() }}",
+        pre_hook=["{{ one_build_at_a_time() }}", "{{ hold_change_clock() }}"],
     )
 }}
 -- depends_on: {{ ref('audience_exclusions') }}
@@ -49,11 +49,7 @@ with
 fresh as (
     select
         person_token,
-        count(*)::text || ':' || sum(
-            hashtextextended(
-                row(event_type, effective_on, purpose, expires_on, source_ref)::text, 0
-            )
-        )::text as events_digest
+        {{ consent_events_digest() }} as events_digest
     from {{ ref('int_consent_events') }}
     group by person_token
 ),

@@ -5,14 +5,77 @@
     permit expires, so the rules of domain/consent.py are evaluated on exactly those days
     (consent_decisions_wide, one row per person and day) and equal neighbours are merged.
     int_consent_state is this table's slice on the evaluation date.
+
+    Incremental by person: a person's history depends on their own events and on the rules
+    alone (not on the evaluation date), so a build recomputes only the people whose events
+    changed. Each row keeps the digest of its person's events (the one int_consent_digests
+    keeps, consent_events_digest) followed by a fingerprint of this model's code and of the
+    rules macro it calls, so editing either rewrites every history at the next build, as
+    --full-refresh would. People left without events (a merge moved them, a source was
+    forgotten) lose their rows in the pre-hook. At 1M patients the history was the slowest
+    model of every build (33 s), though a delivery changes a few percent of the people.
 -#}
+{%- set rules = consent_decisions_wide('change_days', 'consent_events') %}
+{%- set code_version = local_md5(model.raw_code ~ rules)[:12] %}
+{%- set kept_columns = adapter.get_columns_in_relation(this) | map(attribute='name') | list
+    if is_incremental() else [] %}
+{{
+    config(
+        materialized='incremental',
+        unique_key='person_token',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook=["{{ one_build_at_a_time() }}", "{{ drop_histories_without_events() }}"],
+    )
+}}
 with
+
+all_events as not materialized (
+    select * from {{ ref('int_consent_events') }}
+),
+
+-- One hash aggregate over every event (about 1 s at 1M patients).
+digests as (
+    select
+        person_token,
+        {{ consent_events_digest() }} || '/{{ code_version }}' as events_digest
+    from all_events
+    group by person_token
+),
+
+{% if is_incremental() %}
+-- The people whose history is missing or was written from other events or other code.
+recomputed as (
+    select digests.person_token, digests.events_digest
+    from digests
+    {%- if 'events_digest' in kept_columns %}
+    where not exists (
+        select 1
+        from {{ this }} as kept
+        where
+            kept.person_token = digests.person_token
+            and kept.events_digest = digests.events_digest
+    )
+    {%- endif %}
+),
+
+-- Read five times (the days, then each kind of event): a few percent of the events, kept.
+consent_events as materialized (
+    select all_events.*
+    from all_events
+    inner join recomputed on all_events.person_token = recomputed.person_token
+),
+{% else %}
+recomputed as (
+    select * from digests
+),
 
 -- Read five times (the days, then each kind of event), and not materialized: scanning the
 -- table again is cheaper than PostgreSQL's temporary copy of it (42.4 -> 40.4 s at 1M).
 consent_events as not materialized (
-    select * from {{ ref('int_consent_events') }}
+    select * from all_events
 ),
+{% endif %}
 
 change_days as (
     select
@@ -31,7 +94,7 @@ change_days as (
 ),
 
 decisions as (
-    {{ consent_decisions_wide('change_days', 'consent_events') }}
+    {{ rules }}
 ),
 
 with_previous as (
@@ -89,6 +152,14 @@ with_next as (
     )
 ),
 
+with_digest as (
+    select
+        with_next.*,
+        recomputed.events_digest
+    from with_next
+    inner join recomputed on with_next.person_token = recomputed.person_token
+),
+
 final as (
     {%- for purpose in consent_purposes() %}
     select
@@ -99,8 +170,9 @@ final as (
         next_start_{{ purpose }} - 1 as valid_to,
         reason_{{ purpose }} = 'ok' as allowed,
         reason_{{ purpose }} as reason,
-        consent_ref_{{ purpose }} as consent_ref
-    from with_next
+        consent_ref_{{ purpose }} as consent_ref,
+        events_digest
+    from with_digest
     where starts_{{ purpose }}
     {{ 'union all' if not loop.last }}
     {%- endfor %}

@@ -4,6 +4,7 @@
         unique_key='event_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        pre_hook="{{ one_build_at_a_time() }}",
         indexes=[{'columns': ['event_id'], 'unique': true}, {'columns': ['received_at']}],
     )
 }}
