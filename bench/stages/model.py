@@ -122,11 +122,15 @@ def _slowest_nodes(target: Path, top: int = 8) -> list[tuple[str, float]]:
 def _threads(target: Path) -> int | None:
     """How many threads dbt ran (its log's last "Concurrency: N threads" line; run_results.json
     only has the count when --threads was given): node times are shared-core times."""
-    log = target / "dbt.log"
-    if not log.exists():
-        return None
-    found = re.findall(r"Concurrency: (\d+) threads", log.read_text(errors="replace"))
-    return int(found[-1]) if found else None
+    # dbt rotates its log at 10 MB (dbt.log.1, .2, ...): a 1M build's start, where the
+    # line is, may already be in a rotated file.
+    logs = [target / "dbt.log", *(target / f"dbt.log.{n}" for n in range(1, 6))]
+    for log in logs:
+        if log.exists():
+            found = re.findall(r"Concurrency: (\d+) threads", log.read_text(errors="replace"))
+            if found:
+                return int(found[-1])
+    return None
 
 
 def _incremental_models(target: Path) -> int:

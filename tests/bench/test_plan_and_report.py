@@ -165,3 +165,16 @@ def test_keep_needs_a_work_folder_and_reaches_the_steps(tmp_path):
     settings = run._settings(run.parse_args(["--keep", "--workdir", str(tmp_path)]), tmp_path)
     assert settings["options"].keep
     assert not run._settings(run.parse_args([]), tmp_path)["options"].keep
+
+
+def test_dbt_threads_are_read_from_a_rotated_log_too(tmp_path):
+    """A 1M build writes more than dbt's 10 MB log: its "Concurrency" line is then in
+    dbt.log.1 (the report used to fall back to a wrong thread count)."""
+    from bench.stages.model import _threads
+
+    assert _threads(tmp_path) is None
+    (tmp_path / "dbt.log").write_text("... 203 of 203 OK ...\n")
+    (tmp_path / "dbt.log.1").write_text("Concurrency: 4 threads\n...\nConcurrency: 2 threads\n")
+    assert _threads(tmp_path) == 2
+    (tmp_path / "dbt.log").write_text("Concurrency: 3 threads (target='dev')\n")
+    assert _threads(tmp_path) == 3
